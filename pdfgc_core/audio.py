@@ -1,0 +1,489 @@
+"""Audio front end: sound -> mel windows for the audio encoder, as the official code computes them.
+
+The official chain (librosa 0.8.1 + resampy 0.4.3 + lws, see PDFGC.md section 5) is
+
+    file -> float32 samples [C, N] at the native rate         (:func:`load_audio`)
+         -> mean of the channels [N]                           (:func:`to_mono`)
+         -> 16 kHz, resampy ``kaiser_best``                    (:func:`resample`)
+         -> x * 0.1 / RMS of the whole clip                    (:func:`normalize_rms`)
+         -> 80-bin log-mel spectrogram [M, 80], 100 frames/s   (:func:`mel_spectrogram`)
+         -> one [1, 80, 20] window per output video frame      (:func:`mel_windows`)
+
+and every step here reproduces it bit for bit. :func:`audio_to_windows` runs the whole chain
+with input checks. A mel frame covers 10 ms; a window spans 20 of them (200 ms). At 25 fps the
+window of output frame ``j`` starts at mel frame ``4 j``; other frame rates scale the start
+index (``round(j * 100 / fps)``).
+
+Waveforms are numpy float32 in [-1, 1] (values beyond are accepted; the RMS normalisation
+rescales anyway), laid out [channels, samples] or [samples]. Mel tensors are torch float32 in
+[0, 1], (time, mel) order.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import shutil
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError, MediaError
+
+SAMPLE_RATE = 16000
+HOP_LENGTH = 160
+FFT_SIZE = 1280
+N_MELS = 80
+MEL_FMIN = 125.0
+MEL_FMAX = 7600.0
+MEL_FPS = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
+WINDOW_FRAMES = 20  # mel frames per audio-net window
+OFFICIAL_FPS = 25.0
+
+TARGET_RMS = 0.1
+RMS_FLOOR = 1e-4  # official lower bound of the RMS before normalisation
+SILENCE_RMS = RMS_FLOOR
+"""Whole-clip RMS (16 kHz mono, before normalisation) at or below which the audio counts as
+silent (-80 dBFS): the official normalisation clamps its gain there, so the clip can no longer
+be brought to speaking level and the mouth features would be meaningless."""
+
+DC_WARN_RATIO = 0.25
+"""A DC offset above this fraction of the RMS triggers :class:`AudioWarning` (official mode keeps
+the offset; it inflates the RMS, so the normalised speech comes out quieter)."""
+
+CLIP_WARN_FRACTION = 1e-3
+"""Fraction of samples sitting in flat runs at the peak value above which the audio is reported
+as clipped (:class:`AudioWarning`; the samples are kept as they are)."""
+
+MIN_SAMPLES = HOP_LENGTH * (WINDOW_FRAMES - 8) + 1
+"""Fewest 16 kHz samples giving one complete window: M = ceil(N/160) + 7 >= 20, i.e. N >= 1921."""
+
+QUALITIES = ("official", "fast")
+
+
+class AudioWarning(UserWarning):
+    """The audio is usable but probably not what the user meant (clipping, DC offset)."""
+
+
+# ----------------------------------------------------------------------------------- decoding
+
+def load_audio(path) -> tuple[np.ndarray, int]:
+    """Decode an audio file (or the audio track of a video) at its native sample rate.
+
+    Returns ``(waveform, sample_rate)``: waveform float32 [C, N], values in [-1, 1].
+    wav/flac/ogg/mp3/... go through soundfile (libsndfile decodes MP3 to float32: what the
+    official numbers used); anything soundfile refuses (mp4, m4a, aac, webm, ...) through the
+    ffmpeg binary bundled with imageio-ffmpeg. Raises :class:`MediaError` for a missing,
+    undecodable or empty file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder, not a file" if p.is_dir() else "does not exist"
+        raise MediaError(f"Audio file {str(path)!r} {what}. Give the path of an existing audio or video file.")
+    try:
+        wave, sr = _load_soundfile(p)
+        sf_error = None
+    except Exception as exc:  # soundfile reports unknown formats with several exception types
+        wave, sr, sf_error = None, 0, exc
+    if wave is None:
+        try:
+            wave, sr = _load_ffmpeg(p)
+        except MediaError as exc:
+            detail = f" (soundfile: {sf_error}; ffmpeg: {exc})"
+            raise MediaError(
+                f"Audio file {str(p)!r} could not be decoded{detail}. Check that it is a complete, "
+                "uncorrupted audio file or a video with an audio track (wav, flac, mp3, ogg, m4a, mp4, ...)."
+            ) from exc
+    if wave.shape[-1] == 0 or wave.shape[0] == 0:
+        raise MediaError(f"Audio file {str(p)!r} decodes to zero samples. Use a file that contains sound.")
+    return wave, sr
+
+
+def _load_soundfile(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    with sf.SoundFile(str(path)) as f:
+        sr = int(f.samplerate)
+        data = f.read(dtype="float32", always_2d=True)  # [N, C], like librosa 0.8.1's read
+    return data.T, sr  # [C, N] as a view, the layout librosa averaged over
+
+
+def ffmpeg_exe() -> str:
+    """Path of an ffmpeg binary: imageio-ffmpeg's bundled one, else one on PATH."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        exe = shutil.which("ffmpeg")
+        if exe is None:
+            raise MediaError("No ffmpeg binary found to decode this audio. Install imageio-ffmpeg "
+                             "(pip install imageio-ffmpeg) or put ffmpeg on PATH.") from None
+        return exe
+
+
+def _load_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
+           "-map_metadata", "-1", "-fflags", "+bitexact", "-acodec", "pcm_f32le", "-f", "wav", "pipe:1"]
+    proc = subprocess.run(cmd, capture_output=True)
+    err = proc.stderr.decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        if "matches no streams" in err:
+            raise MediaError("the file has no audio track")
+        raise MediaError(err.splitlines()[-1] if err else f"ffmpeg exit status {proc.returncode}")
+    return _parse_float_wav(proc.stdout)
+
+
+def _parse_float_wav(buf: bytes) -> tuple[np.ndarray, int]:
+    """[C, N] float32 and the rate from a float WAV stream whose sizes may be unset (piped)."""
+    if len(buf) < 12 or buf[:4] != b"RIFF" or buf[8:12] != b"WAVE":
+        raise MediaError("ffmpeg did not produce a WAV stream")
+    pos, channels, sr = 12, 0, 0
+    while pos + 8 <= len(buf):
+        cid, size = buf[pos:pos + 4], int.from_bytes(buf[pos + 4:pos + 8], "little")
+        body = pos + 8
+        if cid == b"fmt ":
+            channels = int.from_bytes(buf[body + 2:body + 4], "little")
+            sr = int.from_bytes(buf[body + 4:body + 8], "little")
+        elif cid == b"data":
+            if channels <= 0 or sr <= 0:
+                break
+            end = len(buf) if size in (0, 0xFFFFFFFF) or body + size > len(buf) else body + size
+            n = (end - body) // (4 * channels)
+            data = np.frombuffer(buf, dtype="<f4", count=n * channels, offset=body)
+            return data.reshape(n, channels).T.astype(np.float32), sr
+        pos = body + size + (size & 1)
+    raise MediaError("ffmpeg produced no decodable audio data")
+
+
+# ---------------------------------------------------------------------------------- waveforms
+
+def to_mono(wave) -> np.ndarray:
+    """[C, N] or [N] float -> [N] float32, the channel mean computed in float32 (librosa's to_mono)."""
+    wave = np.asarray(wave)
+    if wave.ndim == 1:
+        return wave.astype(np.float32, copy=False)
+    if wave.ndim != 2:
+        raise InputError(f"audio waveform: expected [channels, samples] or [samples], got shape {tuple(wave.shape)}.")
+    return np.mean(wave.astype(np.float32, copy=False), axis=0)
+
+
+def resample(wave, sr: int, target: int = SAMPLE_RATE, quality: str = "official") -> np.ndarray:
+    """Resample float audio along its last axis from ``sr`` to ``target`` Hz; float32 out.
+
+    ``quality="official"``: resampy 0.4.3 ``kaiser_best``, the filter the official numbers used.
+    ``quality="fast"``: soxr ``HQ`` (librosa's ``soxr_hq``), about 50x faster, differs by ~1e-3.
+    Either way the length is fixed to ``ceil(N * target / sr)`` (librosa's ``fix_length``);
+    equal rates return the input unchanged (as float32).
+    """
+    if quality not in QUALITIES:
+        raise InputError(f"audio resampling quality {quality!r} is not one of {QUALITIES}.")
+    wave = np.asarray(wave, dtype=np.float32)
+    sr, target = int(sr), int(target)
+    if sr == target:
+        return wave
+    n_out = int(math.ceil(wave.shape[-1] * target / sr))
+    if quality == "official":
+        import resampy
+
+        y = resampy.resample(wave, sr, target, filter="kaiser_best", axis=-1)
+    else:
+        import soxr
+
+        if wave.ndim == 1:
+            y = soxr.resample(wave, sr, target, quality="HQ")
+        else:
+            y = np.stack([soxr.resample(np.ascontiguousarray(c), sr, target, quality="HQ") for c in wave])
+    if y.shape[-1] > n_out:
+        y = y[..., :n_out]
+    elif y.shape[-1] < n_out:
+        y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, n_out - y.shape[-1])])
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def clip_rms(wave) -> np.float32:
+    """Float32 RMS of a float32 waveform: sqrt(mean(x^2)) with numpy's pairwise sum, as officially."""
+    x = np.asarray(wave, dtype=np.float32)
+    return np.sqrt(np.mean(x * x))
+
+
+def rms_gain(wave) -> np.float32:
+    """Official normalisation gain float32(0.1 / max(1e-4, rms)), the division in float64 as numpy 1.x did."""
+    return np.float32(TARGET_RMS / max(RMS_FLOOR, float(clip_rms(wave))))
+
+
+def normalize_rms(wave) -> np.ndarray:
+    """Official whole-clip loudness normalisation: float32 ``x * 0.1 / max(1e-4, rms(x))``.
+
+    Normalise the whole clip, then cut it (as the fixtures did); cutting first changes the gain.
+    """
+    x = np.asarray(wave, dtype=np.float32)
+    return x * rms_gain(x)
+
+
+# ---------------------------------------------------------------------------- mel spectrogram
+
+@functools.lru_cache(maxsize=1)
+def mel_basis() -> torch.Tensor:
+    """Slaney mel filter bank [80, 641] float64 (librosa.filters.mel, float32 values widened)."""
+    import librosa
+
+    basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=FFT_SIZE, n_mels=N_MELS, fmin=MEL_FMIN, fmax=MEL_FMAX)
+    return torch.from_numpy(np.asarray(basis, dtype=np.float32)).double()
+
+
+@functools.lru_cache(maxsize=1)
+def lws_window() -> torch.Tensor:
+    """lws ``mode="speech"`` analysis window [1280] float64: sqrt(h / w), where h is the
+    half-sample-offset Hann window and w its overlap-add over the 8 hops (~4), so ~sqrt(h) / 2."""
+    n = np.arange(FFT_SIZE, dtype=np.float64)
+    h = 0.5 * (1.0 - np.cos(2.0 * np.pi * (2.0 * n + 1.0) / (2 * FFT_SIZE)))
+    w = h.reshape(FFT_SIZE // HOP_LENGTH, HOP_LENGTH).sum(axis=0)
+    return torch.from_numpy(np.sqrt(h / np.tile(w, FFT_SIZE // HOP_LENGTH)))
+
+
+def num_mel_frames(num_samples: int) -> int:
+    """Mel frames of a 16 kHz waveform of ``num_samples``: ceil(N / 160) + 7 (lws padding)."""
+    return -(-int(num_samples) // HOP_LENGTH) + 7 if num_samples > 0 else 0
+
+
+_PAD = FFT_SIZE - HOP_LENGTH  # 1120 zeros before the signal (and after its 160-multiple end)
+
+
+def _mel_block(x: torch.Tensor, m0: int, m1: int) -> torch.Tensor:
+    """Mel frames [m0, m1) of float64 signal ``x`` -> [m1 - m0, 80] float32; frame m covers
+    x[160 m - 1120 : 160 m + 160], zeros outside the signal."""
+    lo, hi = HOP_LENGTH * m0 - _PAD, HOP_LENGTH * (m1 - 1) + HOP_LENGTH
+    seg = x[max(lo, 0):max(min(hi, x.shape[0]), 0)]
+    left = min(max(-lo, 0), hi - lo)
+    seg = torch.nn.functional.pad(seg, (left, hi - lo - left - seg.shape[0]))
+    frames = seg.unfold(0, FFT_SIZE, HOP_LENGTH) * lws_window()
+    magnitude = torch.fft.rfft(frames, n=FFT_SIZE).abs()
+    mel = magnitude @ mel_basis().T
+    db = 20.0 * torch.log10(torch.clamp(mel, min=1e-5)) - 20.0
+    return torch.clamp((db + 100.0) / 100.0, 0.0, 1.0).float()
+
+
+def mel_spectrogram(wave16k, block_frames: int = 2048) -> torch.Tensor:
+    """Official log-mel spectrogram of a 16 kHz mono waveform (normalised already).
+
+    wave16k: [N] float (numpy or torch). Returns torch float32 [M, 80] in [0, 1], M = ceil(N/160)+7,
+    (time, mel) order. The lws STFT is computed in float64 in blocks of ``block_frames`` frames,
+    so memory stays proportional to the audio; the result does not depend on the block size.
+    """
+    if torch.is_tensor(wave16k):
+        x = wave16k.detach().cpu().double()
+    else:
+        x = torch.from_numpy(np.array(wave16k, dtype=np.float64))
+    if x.ndim != 1:
+        raise InputError(f"audio waveform for the mel spectrogram: expected [samples], got shape {tuple(x.shape)}.")
+    if x.numel() == 0:
+        raise InputError("audio waveform for the mel spectrogram is empty.")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("audio waveform for the mel spectrogram contains NaN or infinite samples.")
+    total = num_mel_frames(x.shape[0])
+    step = max(1, int(block_frames))
+    return torch.cat([_mel_block(x, m, min(m + step, total)) for m in range(0, total, step)])
+
+
+# -------------------------------------------------------------------------------- frame windows
+
+def _check_fps(fps) -> float:
+    try:
+        f = float(fps)
+    except (TypeError, ValueError):
+        raise InputError(f"frame rate {fps!r} is not a number.") from None
+    if not math.isfinite(f) or f <= 0 or f > MEL_FPS:
+        raise InputError(f"frame rate {fps!r} must be a positive number of at most {MEL_FPS} frames per second.")
+    return f
+
+
+def window_start(j: int, fps: float = OFFICIAL_FPS) -> int:
+    """Mel index where the window of output frame ``j`` starts: round-half-up(j * 100 / fps)."""
+    return int(math.floor(j * MEL_FPS / fps + 0.5))
+
+
+def num_windows(num_mel: int, fps: float = OFFICIAL_FPS) -> int:
+    """Number of complete 20-frame windows in ``num_mel`` mel frames at ``fps`` (M//4 - 4 at 25 fps)."""
+    fps = _check_fps(fps)
+    last = int(num_mel) - WINDOW_FRAMES  # latest allowed start
+    if last < 0:
+        return 0
+    t = int(math.floor((last + 0.5) * fps / MEL_FPS)) + 1  # estimate, then fix rounding at the edge
+    while t > 0 and window_start(t - 1, fps) > last:
+        t -= 1
+    while window_start(t, fps) <= last:
+        t += 1
+    return t
+
+
+def window_starts(num_mel: int, fps: float = OFFICIAL_FPS) -> np.ndarray:
+    """int64 [T]: start mel index of every complete window (0, 4, 8, ... at 25 fps)."""
+    fps = _check_fps(fps)
+    return np.array([window_start(j, fps) for j in range(num_windows(num_mel, fps))], dtype=np.int64)
+
+
+def num_output_frames(num_samples_16k: int, fps: float = OFFICIAL_FPS) -> int:
+    """Output video frames a 16 kHz waveform of ``num_samples_16k`` samples yields at ``fps``."""
+    return num_windows(num_mel_frames(num_samples_16k), fps)
+
+
+def _check_mel(mel) -> torch.Tensor:
+    if not torch.is_tensor(mel):
+        mel = torch.as_tensor(np.asarray(mel))
+    if mel.ndim != 2 or mel.shape[1] != N_MELS:
+        raise InputError(f"mel spectrogram: expected [frames, {N_MELS}], got shape {tuple(mel.shape)}.")
+    return mel
+
+
+def _gather(mel: torch.Tensor, starts) -> torch.Tensor:
+    idx = torch.as_tensor(np.asarray(starts, dtype=np.int64))[:, None] + torch.arange(WINDOW_FRAMES)
+    return mel[idx].transpose(1, 2).unsqueeze(1).contiguous()  # [T, 20, 80] -> [T, 1, 80, 20]
+
+
+def mel_windows(mel, fps: float = OFFICIAL_FPS, num_frames: int | None = None) -> torch.Tensor:
+    """Audio-net inputs [T, 1, 80, 20] float32 (mel x time): window j = mel[s_j : s_j + 20].T.
+
+    mel: [M, 80] from :func:`mel_spectrogram`. ``s_j = round(j * 100 / fps)``; T is the number of
+    complete windows (official 25 fps: s_j = 4 j, T = M // 4 - 4). ``num_frames`` keeps the first
+    ``num_frames`` windows; asking for more than the audio holds raises :class:`InputError`.
+    """
+    mel = _check_mel(mel)
+    starts = window_starts(mel.shape[0], fps)
+    if num_frames is not None:
+        if num_frames < 0 or num_frames > len(starts):
+            raise InputError(f"audio gives {len(starts)} frames at {float(fps):g} fps; {num_frames} were requested. "
+                             "Use longer audio or fewer frames.")
+        starts = starts[:num_frames]
+    return _gather(mel, starts)
+
+
+def iter_mel_windows(mel, fps: float = OFFICIAL_FPS, batch_size: int = 8, start: int = 0,
+                     stop: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(first_frame, windows [b, 1, 80, 20])`` for output frames [start, stop) in batches,
+    without materialising all windows (for long audio). Same values as :func:`mel_windows`."""
+    mel = _check_mel(mel)
+    fps = _check_fps(fps)
+    total = num_windows(mel.shape[0], fps)
+    stop = total if stop is None else min(int(stop), total)
+    for j in range(max(0, int(start)), stop, max(1, int(batch_size))):
+        hi = min(j + batch_size, stop)
+        yield j, _gather(mel, [window_start(k, fps) for k in range(j, hi)])
+
+
+# ----------------------------------------------------------------------------- full front end
+
+def _as_waveform(waveform) -> np.ndarray:
+    """Validate a user waveform -> float32 [C, N] (numpy); integers are scaled to [-1, 1]."""
+    if torch.is_tensor(waveform):
+        waveform = waveform.detach().cpu().numpy()
+    try:
+        x = np.asarray(waveform)
+    except Exception as exc:
+        raise InputError(f"audio waveform could not be read as an array ({exc}).") from None
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise InputError(f"audio waveform has dtype {x.dtype}; expected float samples in [-1, 1].")
+    if x.ndim == 3 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2:
+        raise InputError(f"audio waveform: expected [samples], [channels, samples] or [1, channels, samples], "
+                         f"got shape {tuple(x.shape)}.")
+    if x.shape[0] > 16:
+        hint = " It looks like [samples, channels]: transpose it." if x.shape[1] <= 16 else ""
+        raise InputError(f"audio waveform has {x.shape[0]} channels (shape {tuple(x.shape)}); at most 16 are "
+                         f"supported, laid out [channels, samples].{hint}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise InputError(f"audio waveform is empty (shape {tuple(x.shape)}). Connect audio that contains sound.")
+    if np.issubdtype(x.dtype, np.integer):
+        info = np.iinfo(x.dtype)
+        mid = (int(info.max) + int(info.min) + 1) / 2.0
+        x = ((x.astype(np.float64) - mid) / (int(info.max) + 1 - mid)).astype(np.float32)
+    else:
+        x = x.astype(np.float32, copy=False)
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = int(np.argmax(bad.any(axis=0)))
+            raise InputError(f"audio waveform contains {int(bad.sum())} NaN or infinite samples (first at sample "
+                             f"{first}). Fix or re-export the audio.")
+    return x
+
+
+def _clipped_fraction(mono: np.ndarray) -> float:
+    """Fraction of samples in flat runs (>= 3 equal samples) at +-peak: the signature of clipping."""
+    peak = float(np.max(np.abs(mono)))
+    if peak == 0.0 or mono.shape[0] < 3:
+        return 0.0
+    at_peak = np.abs(mono) >= peak
+    flat = at_peak[1:-1] & at_peak[:-2] & at_peak[2:] & (mono[1:-1] == mono[:-2]) & (mono[1:-1] == mono[2:])
+    return float(flat.sum()) / mono.shape[0]
+
+
+def prepare_waveform(waveform, sample_rate: int, quality: str = "official", max_seconds: float | None = None,
+                     remove_dc: bool = False) -> np.ndarray:
+    """User waveform -> the normalised 16 kHz mono float32 [N] the mel spectrogram receives.
+
+    mono -> resample -> (``remove_dc``: subtract the mean; not official) -> whole-clip RMS
+    normalisation -> cut to ``max_seconds`` (round(max_seconds * 16000) samples, after
+    normalising, as the official fixtures did). Raises :class:`InputError` for a bad shape or
+    dtype, NaN/inf, empty, silent (RMS <= ``SILENCE_RMS``) or too short audio. Warns
+    (:class:`AudioWarning`) about clipping and a large DC offset, which official mode keeps.
+    """
+    x = _as_waveform(waveform)
+    try:
+        sr = int(sample_rate)
+    except (TypeError, ValueError):
+        raise InputError(f"audio sample rate {sample_rate!r} is not a number.") from None
+    if sr != sample_rate or sr < 1000:
+        raise InputError(f"audio sample rate {sample_rate!r} must be a whole number of Hz, at least 1000.")
+    mono = to_mono(x)
+    del x
+    clipped = _clipped_fraction(mono)
+    wave = resample(mono, sr, SAMPLE_RATE, quality)
+    del mono
+    seconds = wave.shape[0] / SAMPLE_RATE
+    if wave.shape[0] < MIN_SAMPLES:
+        raise InputError(f"audio is {seconds:.3f} s long ({wave.shape[0]} samples at 16 kHz); at least "
+                         f"{MIN_SAMPLES / SAMPLE_RATE:.4f} s ({MIN_SAMPLES} samples) are needed for one output frame.")
+    dc = float(np.mean(wave, dtype=np.float64))
+    if remove_dc:
+        wave = wave - np.float32(dc)
+    rms = float(clip_rms(wave))
+    if rms <= SILENCE_RMS:
+        raise InputError(f"audio is silent (RMS {rms:.2e} <= {SILENCE_RMS:g}, about -80 dBFS), so it cannot drive "
+                         "the lips. To render without lip motion, zero the mouth factor instead of feeding silence.")
+    if clipped > CLIP_WARN_FRACTION:
+        warnings.warn(f"audio looks clipped ({100 * clipped:.2f} % of samples flat at the peak); it is used as is. "
+                      "Re-export it at a lower level if the lips look wrong.", AudioWarning, stacklevel=3)
+    if not remove_dc and abs(dc) > DC_WARN_RATIO * rms:
+        warnings.warn(f"audio has a DC offset of {dc:+.4f} (RMS {rms:.4f}); official mode keeps it, which lowers "
+                      "the normalised speech level. Pass remove_dc=True to subtract it.", AudioWarning, stacklevel=3)
+    wave = normalize_rms(wave)
+    if max_seconds is not None:
+        try:
+            limit = float(max_seconds)
+        except (TypeError, ValueError):
+            raise InputError(f"max_seconds {max_seconds!r} is not a number.") from None
+        if not math.isfinite(limit) or limit <= 0:
+            raise InputError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}.")
+        n = int(round(limit * SAMPLE_RATE))
+        if n < MIN_SAMPLES and n < wave.shape[0]:
+            raise InputError(f"max_seconds={limit:g} keeps too little audio; at least {MIN_SAMPLES / SAMPLE_RATE:.4f} s "
+                             "are needed for one output frame.")
+        wave = wave[:n]
+    return wave
+
+
+def audio_to_windows(waveform, sample_rate: int, fps: float = OFFICIAL_FPS, quality: str = "official",
+                     max_seconds: float | None = None, remove_dc: bool = False) -> torch.Tensor:
+    """Waveform [C, N], [N] or [1, C, N] (numpy/torch, float in [-1, 1] or integer PCM) at
+    ``sample_rate`` -> audio-net input windows torch float32 [T, 1, 80, 20], one per output frame
+    at ``fps``. See :func:`prepare_waveform` for the steps and the checks."""
+    fps = _check_fps(fps)
+    wave = prepare_waveform(waveform, sample_rate, quality, max_seconds, remove_dc)
+    return mel_windows(mel_spectrogram(wave), fps)
