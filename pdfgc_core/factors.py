@@ -73,6 +73,11 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
+def _a(kind: str) -> str:
+    """``kind`` with its indefinite article: "a pose", "an eye"."""
+    return ("an " if kind[:1] in "aeiou" else "a ") + kind
+
+
 def _check_kind(kind, what: str = "factor kind") -> str:
     if not isinstance(kind, str) or kind not in FACTOR_DIMS:
         raise InputError(f"{what} {kind!r} is not one of {', '.join(MOTION_ORDER)}; "
@@ -161,7 +166,7 @@ def _check_factor(f, what: str = "factor", kind: str | None = None) -> Factor:
     if not isinstance(f, Factor):
         raise InputError(f"{what} must be a Factor, got {type(f).__name__}")
     if kind is not None and f.kind != kind:
-        raise InputError(f"{what} must be a {kind} factor, got a {f.kind} factor")
+        raise InputError(f"{what} must be {_a(kind)} factor, got {_a(f.kind)} factor")
     return f
 
 
@@ -175,7 +180,7 @@ def _common(a: Factor, b: Factor, op: str) -> None:
     _check_factor(a, f"{op}: the first factor")
     _check_factor(b, f"{op}: the second factor")
     if a.kind != b.kind:
-        raise InputError(f"{op}: cannot combine a {a.kind} factor with a {b.kind} factor; "
+        raise InputError(f"{op}: cannot combine {_a(a.kind)} factor with {_a(b.kind)} factor; "
                          f"give two factors of the same kind")
     if not math.isclose(a.fps, b.fps, rel_tol=1e-6):
         raise InputError(f"{op}: the {a.kind} factors have different frame rates ({a.fps:g} and "
@@ -468,8 +473,10 @@ def offset(f: Factor, delta: Weight) -> Factor:
             raise InputError(f"offset must be a number or {f.dim} values, got {delta!r}")
         d = _as_float_tensor(np.asarray(delta, np.float64) if isinstance(delta, (list, tuple)) else delta,
                              "offset")
-        if d.dim() != 1 or d.shape[0] != f.dim:
-            raise InputError(f"offset has shape {tuple(d.shape)}; a {f.kind} offset is a number or "
+        if d.dim() == 0:
+            d = d.reshape(1)
+        elif d.dim() != 1 or d.shape[0] != f.dim:
+            raise InputError(f"offset has shape {tuple(d.shape)}; {_a(f.kind)} offset is a number or "
                              f"{f.dim} values")
     _check_finite(d, "offset")
     return f.with_values(f.values + d[None, :])
@@ -502,8 +509,9 @@ def mix(a: Factor, b: Factor, t: Weight, *, fit: str = "loop") -> Factor:
 def ramp(length: int, start: float = 0.0, end: float = 1.0, *, first: int = 0, last: int | None = None,
          curve: str = "linear") -> torch.Tensor:
     """Per-frame weights, float32 ``[length]``: ``start`` up to frame ``first``, a transition
-    reaching ``end`` at frame ``last`` (default length-1), ``end`` after. ``curve``:
-    "linear" or "smoothstep" (3s^2 - 2s^3, zero slope at both ends). Endpoints are exact."""
+    reaching ``end`` at frame ``last`` (default length-1), ``end`` from there on (so a
+    one-frame ramp is ``[end]``). ``curve``: "linear" or "smoothstep" (3s^2 - 2s^3, zero
+    slope at both ends). Both plateaus are exactly ``start`` and ``end``."""
     n = _check_length(length)
     last = n - 1 if last is None else last
     for name, v in (("first", first), ("last", last)):
@@ -700,7 +708,7 @@ def load_factor(path: str | os.PathLike, kind: str | None = None) -> Factor:
     if file_kind not in FACTOR_DIMS:
         raise InputError(f"factor file {path} names an unknown factor kind {file_kind!r}; save it again")
     if kind is not None and file_kind != kind:
-        raise InputError(f"factor file {path} holds a {file_kind} factor, but a {kind} factor is needed here")
+        raise InputError(f"factor file {path} holds {_a(file_kind)} factor, but {_a(kind)} factor is needed here")
     if values is None:
         raise InputError(f"factor file {path} has no {FILE_TENSOR_KEY!r} tensor (it has {keys}); save it again")
     try:
