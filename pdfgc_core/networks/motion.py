@@ -1,0 +1,170 @@
+"""Motion encoder: FAN (face-alignment network) trunk -> 512 features -> pose / eye / expression heads.
+
+State-dict layout equals the official ``FanEncoder`` (trunk ``FAN_use`` under ``model.``, heads
+``to_headpose``/``headpose_embed``, ``to_eye``/``eye_embed``, ``to_emo``/``emo_embed``), without the
+mouth head, which inference never uses (see :data:`UNUSED_CHECKPOINT_PREFIXES`). The user-facing
+head names are ``pose``, ``eye`` and ``expression``.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from .blocks import check_batch, conv1x1, conv3x3
+
+# Checkpoint keys this module does not hold: the mouth head (computed and discarded, or never
+# called, by the official code).
+UNUSED_CHECKPOINT_PREFIXES = ("to_mouth.", "mouth_embed.")
+
+# user-facing head name -> (official feature MLP, official embedding layer, output size)
+HEADS = {
+    "pose": ("to_headpose", "headpose_embed", 6),
+    "eye": ("to_eye", "eye_embed", 6),
+    "expression": ("to_emo", "emo_embed", 30),
+}
+
+
+class ConvBlock(nn.Module):
+    """FAN residual block: three chained pre-activation 3x3 convs (out/2, out/4, out/4 channels),
+    concatenated and added to the shortcut (pre-activated 1x1 conv when the width changes)."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.conv1 = conv3x3(in_ch, out_ch // 2)
+        self.bn2 = nn.BatchNorm2d(out_ch // 2)
+        self.conv2 = conv3x3(out_ch // 2, out_ch // 4)
+        self.bn3 = nn.BatchNorm2d(out_ch // 4)
+        self.conv3 = conv3x3(out_ch // 4, out_ch // 4)
+        self.downsample = None
+        if in_ch != out_ch:
+            self.downsample = nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(inplace=True), conv1x1(in_ch, out_ch))
+
+    def forward(self, x):
+        o1 = self.conv1(F.relu(self.bn1(x)))
+        o2 = self.conv2(F.relu(self.bn2(o1)))
+        o3 = self.conv3(F.relu(self.bn3(o2)))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return torch.cat((o1, o2, o3), 1) + shortcut
+
+
+class HourGlass(nn.Module):
+    """Recursive hourglass of ``depth`` levels: max-pool down, bilinear (align_corners=False) back up
+    to the exact skip size (56 -> 28 -> 14 -> 7 -> 3 -> 7 -> ... for a 56x56 input)."""
+
+    def __init__(self, depth: int = 4, ch: int = 256):
+        super().__init__()
+        self.depth = depth
+        self._add(depth, ch)
+
+    def _add(self, level: int, ch: int):
+        # registration order defines the official state-dict order
+        self.add_module(f"b1_{level}", ConvBlock(ch, ch))
+        self.add_module(f"b2_{level}", ConvBlock(ch, ch))
+        if level > 1:
+            self._add(level - 1, ch)
+        else:
+            self.add_module(f"b2_plus_{level}", ConvBlock(ch, ch))
+        self.add_module(f"b3_{level}", ConvBlock(ch, ch))
+
+    def _level(self, level: int, x):
+        up = self._modules[f"b1_{level}"](x)
+        low = self._modules[f"b2_{level}"](F.max_pool2d(x, 2, stride=2))
+        if level > 1:
+            low = self._level(level - 1, low)
+        else:
+            low = self._modules[f"b2_plus_{level}"](low)
+        low = self._modules[f"b3_{level}"](low)
+        return up + F.interpolate(low, size=up.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(self, x):
+        return self._level(self.depth, x)
+
+
+class FanTrunk(nn.Module):
+    """FAN with one hourglass, reduced to a vector: [B,3,224,224] -> [B,512].
+
+    The 68 landmark heatmaps (56x56) go through ``conv6`` (stride 2) to one 28x28 map, which is
+    flattened and projected by ``fc``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.conv2 = ConvBlock(64, 128)
+        self.conv3 = ConvBlock(128, 128)
+        self.conv4 = ConvBlock(128, 256)
+        self.m0 = HourGlass(4, 256)
+        self.top_m_0 = ConvBlock(256, 256)
+        self.conv_last0 = nn.Conv2d(256, 256, 1)
+        self.l0 = nn.Conv2d(256, 68, 1)
+        self.bn_end0 = nn.BatchNorm2d(256)
+        self.conv6 = nn.Conv2d(68, 1, 3, stride=2, padding=1)
+        self.fc = nn.Linear(28 * 28, 512)
+        self.bn5 = nn.BatchNorm2d(68)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.max_pool2d(self.conv2(x), 2)
+        x = self.conv4(self.conv3(x))
+        x = self.top_m_0(self.m0(x))
+        x = F.relu(self.bn_end0(self.conv_last0(x)))
+        x = F.relu(self.bn5(self.l0(x)))
+        x = self.conv6(x)
+        return self.fc(F.relu(x.flatten(1)))
+
+
+def feature_mlp() -> nn.Sequential:
+    """Linear -> ReLU -> BatchNorm1d -> Linear, 512 -> 512 (official ``to_*``)."""
+    return nn.Sequential(nn.Linear(512, 512), nn.ReLU(inplace=True), nn.BatchNorm1d(512), nn.Linear(512, 512))
+
+
+def embedding(dim: int) -> nn.Sequential:
+    """ReLU -> Linear 512 -> dim (official ``*_embed``)."""
+    return nn.Sequential(nn.ReLU(), nn.Linear(512, dim))
+
+
+class MotionEncoder(nn.Module):
+    """Pose, eye and expression codes of driving faces.
+
+    forward(x, heads): x [B,3,224,224] float32 RGB in [-1,1] (any memory format) -> dict with the
+    requested heads only: "pose" [B,6], "eye" [B,6] (dims 0,1,4,5 blink, 2,3 gaze),
+    "expression" [B,30]; raw head outputs, before the pipeline's scaling and smoothing.
+    The trunk runs channels_last, as the official run did (and faster on CPU).
+    """
+
+    memory_format = torch.channels_last
+
+    def __init__(self):
+        super().__init__()
+        self.model = FanTrunk()
+        for mlp, emb, dim in HEADS.values():
+            self.add_module(mlp, feature_mlp())
+            self.add_module(emb, embedding(dim))
+        self.eval()
+
+    def train(self, mode: bool = True):
+        """Inference only: BatchNorm always uses the checkpoint's running statistics."""
+        return super().train(False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk output [B,512] float32 for x [B,3,224,224] in [-1,1]."""
+        check_batch(x, (3, 224, 224), "motion (driving) image")
+        return self.model(x.contiguous(memory_format=self.memory_format))
+
+    def head(self, name: str, feat: torch.Tensor) -> torch.Tensor:
+        """One head on trunk features [B,512] -> [B,d]."""
+        if name not in HEADS:
+            raise InputError(f"motion head {name!r}: unknown; choose from {', '.join(HEADS)}.")
+        mlp, emb, _ = HEADS[name]
+        return self._modules[emb](self._modules[mlp](feat))
+
+    def forward(self, x: torch.Tensor, heads=("pose", "eye", "expression")) -> dict:
+        if isinstance(heads, str):
+            heads = (heads,)
+        for name in heads:
+            if name not in HEADS:
+                raise InputError(f"motion head {name!r}: unknown; choose from {', '.join(HEADS)}.")
+        feat = self.features(x)
+        return {name: self.head(name, feat) for name in heads}

@@ -1,0 +1,181 @@
+"""Parity of the appearance, audio and motion encoders with the official PD-FGC numbers.
+
+The official-layout synthetic checkpoints come from ``weights_for(seed)``; every ``fixture_*.npz``
+of the parity folder is compared. Results are cached per (seed, input bytes), so fixtures that
+share inputs (the three 50-frame ones) cost one forward pass.
+"""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import fixture_files
+from pdfgc_core.networks import appearance, audio, motion
+
+ATOL = 1e-4
+FIXTURES = fixture_files()
+NETS = {  # schema name -> (module, checkpoint file, dropped checkpoint prefixes)
+    "appearance": (appearance.AppearanceEncoder, "appearance_model.pth", appearance.UNUSED_CHECKPOINT_PREFIXES),
+    "motion": (motion.MotionEncoder, "motion_model.pth", motion.UNUSED_CHECKPOINT_PREFIXES),
+    "audio": (audio.AudioEncoder, "audio_model.pth", audio.UNUSED_CHECKPOINT_PREFIXES),
+}
+STREAMS = ("pose", "exp", "eye")  # official order inside a 24-image motion batch
+STREAM_HEAD = {"pose": ("pose", "pose_embed_raw", "motion_in_pose_embed"),
+               "exp": ("expression", "emo_embed_raw", "motion_in_emo_embed"),
+               "eye": ("eye", "eye_embed_raw", "motion_in_eye_embed")}
+
+_nets, _results = {}, {}
+
+
+def load_official(net: str, folder) -> torch.nn.Module:
+    """Stand-in for the checkpoint loader: drop the unused prefixes, load the rest strictly."""
+    cls, fname, drop = NETS[net]
+    sd = torch.load(folder / fname, weights_only=True)
+    module = cls()
+    module.load_state_dict({k: v for k, v in sd.items() if not k.startswith(drop)})
+    return module
+
+
+def fixture_params():
+    return pytest.mark.parametrize("fixture", FIXTURES, ids=[p.stem for p in FIXTURES])
+
+
+@pytest.fixture(scope="module")
+def nets(weights_for):
+    def get(seed: int, net: str):
+        if (seed, net) not in _nets:
+            _nets[seed, net] = load_official(net, weights_for(seed))
+        return _nets[seed, net]
+    return get
+
+
+@pytest.fixture
+def fx(request, weights_for):
+    """The fixture's arrays, after checking that the cached weights are the ones it was made with."""
+    data = dict(np.load(request.getfixturevalue("fixture")))
+    manifest = json.loads((weights_for(int(data["weights_seed"])) / "fill_manifest.json").read_text())
+    for entry in str(data["weights_tensor_sha256"]).split("; "):
+        fname, digest = entry.split("=")
+        assert manifest["files"][fname]["tensor_sha256"] == digest, f"weights differ from {fname} of the fixture"
+    return data
+
+
+def cached(key, array: np.ndarray, fn):
+    """fn(torch tensor of array), memoised on (key, array bytes)."""
+    k = (key, hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest())
+    if k not in _results:
+        with torch.no_grad():
+            _results[k] = fn(torch.from_numpy(np.ascontiguousarray(array)))
+    return _results[k]
+
+
+def max_diff(ours: torch.Tensor, ref: np.ndarray) -> float:
+    assert tuple(ours.shape) == ref.shape, (tuple(ours.shape), ref.shape)
+    return float((ours.float() - torch.from_numpy(ref)).abs().max())
+
+
+def report(record_property, name: str, diff: float):
+    print(f"{name}: max abs diff {diff:.3g}")
+    record_property(name, diff)
+    assert diff <= ATOL, f"{name}: max abs diff {diff:.3g} > {ATOL}"
+
+
+@pytest.mark.parametrize("net", list(NETS))
+def test_state_dict_matches_schema(parity, net):
+    """Same keys, order and shapes as the official network, minus exactly the keys inference never uses."""
+    schema = json.loads((parity / "schema.json").read_text())["networks"][net]["keys"]
+    drop = NETS[net][2]
+    ours = [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in NETS[net][0]().state_dict().items()]
+    want = [(e["key"], tuple(e["shape"]), e["dtype"]) for e in schema if not e["key"].startswith(drop)]
+    assert ours == want
+    for e in schema:
+        if e["key"].startswith(drop):
+            assert e["used_in_inference"] is False, e["key"]
+        elif e["used_in_inference"] is False:  # kept only as BatchNorm bookkeeping
+            assert e["key"].endswith("num_batches_tracked"), e["key"]
+
+
+def test_modules_stay_in_eval_mode():
+    for cls, _, _ in NETS.values():
+        m = cls().train()
+        assert not any(sub.training for sub in m.modules())
+
+
+@fixture_params()
+def test_appearance_parity(fixture, fx, nets, parity_inputs, record_property):
+    net = nets(int(fx["weights_seed"]), "appearance")
+    id_vector, id_map = cached(("appearance", int(fx["weights_seed"])), parity_inputs["app_img"], net)
+    report(record_property, "id_feature0", max_diff(id_vector, fx["id_feature0"]))
+    report(record_property, "id_feature1", max_diff(id_map, fx["id_feature1"]))
+
+
+@fixture_params()
+def test_audio_parity(fixture, fx, nets, parity_inputs, record_property):
+    net = nets(int(fx["weights_seed"]), "audio")
+    mel = fx.get("inputs__mel_windows", parity_inputs["mel_windows"])
+
+    def run(x):  # official batching: 8 windows at a time, the last batch is the remainder
+        feat = torch.cat([net.features(x[i:i + 8]) for i in range(0, len(x), 8)])
+        return feat, net.mouth_embed(feat)
+
+    feat, mouth = cached(("audio", int(fx["weights_seed"])), mel, run)
+    report(record_property, "audio_feat512", max_diff(feat, fx["audio_feat512"]))
+    report(record_property, "mouth_embed_raw", max_diff(mouth, fx["mouth_embed_raw"]))
+    with torch.no_grad():
+        assert torch.equal(net(torch.from_numpy(mel[:8])), mouth[:8])
+
+
+def first_batch(fx, inputs, stream: str) -> np.ndarray:
+    """The n fed tensors [n,3,224,224] of ``stream`` in the fixture's first motion batch.
+
+    A fixture's driving files are found by name in inputs.npz, in the stream's own directory first
+    (fixture_A_cycle's expression directory is a copy of eye files)."""
+    n = int(fx["motion_batch_sizes"][0])
+    files = fx.get(f"inputs__drive_{stream}_files", inputs[f"drive_{stream}_files"])
+    fed = fx.get(f"inputs__drive_{stream}_fed_file_index", inputs[f"drive_{stream}_fed_file_index"])
+    names = [str(files[i]) for i in fed[:n]]
+    for src in (stream,) + tuple(s for s in STREAMS if s != stream):
+        src_files = [str(f) for f in inputs[f"drive_{src}_files"]]
+        rows = {int(i): r for r, i in enumerate(inputs[f"drive_{src}_fed_file_index"])}
+        idx = [src_files.index(nm) if nm in src_files else -1 for nm in names]
+        if all(i in rows for i in idx):
+            return inputs[f"drive_{src}_fed"][[rows[i] for i in idx]]
+    pytest.skip(f"{stream} files {names} of the first batch are not in inputs.npz")
+
+
+@fixture_params()
+def test_motion_parity_official_batch(fixture, fx, nets, parity_inputs, record_property):
+    """The official 24-image batch [pose n | exp n | eye n], all three heads."""
+    net = nets(int(fx["weights_seed"]), "motion")
+    n = int(fx["motion_batch_sizes"][0])
+    batch = np.concatenate([first_batch(fx, parity_inputs, s) for s in STREAMS])
+    out = cached(("motion", int(fx["weights_seed"]), "all"), batch, net)
+    for k, stream in enumerate(STREAMS):
+        head, raw, every = STREAM_HEAD[stream]
+        report(record_property, f"{every}[:{3 * n}]", max_diff(out[head], fx[every][:3 * n]))
+        report(record_property, f"{raw}[:{n}]", max_diff(out[head][k * n:(k + 1) * n], fx[raw][:n]))
+
+
+@fixture_params()
+def test_motion_single_head_fast_path(fixture, fx, nets, parity_inputs, record_property):
+    """One head on its own stream only (n images instead of 3n) gives the same codes."""
+    net = nets(int(fx["weights_seed"]), "motion")
+    n = int(fx["motion_batch_sizes"][0])
+    for stream in STREAMS:
+        head, raw, _ = STREAM_HEAD[stream]
+        out = cached(("motion", int(fx["weights_seed"]), head), first_batch(fx, parity_inputs, stream),
+                     lambda x: net(x, heads=(head,)))
+        assert list(out) == [head]
+        report(record_property, f"{head} alone vs {raw}[:{n}]", max_diff(out[head], fx[raw][:n]))
+
+
+def test_motion_rejects_unknown_head_and_bad_shape():
+    from pdfgc_core.errors import InputError
+    net = motion.MotionEncoder()
+    with pytest.raises(InputError, match="mouth"):
+        net(torch.zeros(1, 3, 224, 224), heads=("mouth",))
+    with pytest.raises(InputError, match="224"):
+        net.features(torch.zeros(1, 3, 112, 112))
