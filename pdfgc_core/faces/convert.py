@@ -1,0 +1,86 @@
+"""Bring any picture batch to what the face code works on: RGB ``[N,H,W,3]``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+MIN_SIDE = 32
+"""Smallest height or width (pixels) accepted; no face fits in less."""
+
+
+def _batch(images, name: str) -> np.ndarray:
+    """Validated ``[N,H,W,C]`` view (C = 1..4) of a picture or batch, any dtype."""
+    if hasattr(images, "detach"):
+        images = images.detach().cpu().numpy()
+    a = np.asarray(images)
+    if a.ndim == 2:
+        a = a[None, :, :, None]
+    elif a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[-1] not in (1, 2, 3, 4):
+        raise InputError(f"{name}: expected a picture [H,W], [H,W,C] or a batch [N,H,W,C] with C = 1..4 "
+                         f"channels, got an array of shape {tuple(np.shape(images))}")
+    n, h, w, _ = a.shape
+    if n == 0:
+        raise InputError(f"{name}: the batch is empty (0 pictures); give at least one picture")
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise InputError(f"{name}: the picture is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed "
+                         f"to find and crop a face — use a larger picture")
+    return a
+
+
+def _to_rgb(a: np.ndarray) -> np.ndarray:
+    c = a.shape[-1]
+    if c in (2, 4):
+        a = a[..., : c - 1]
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return a
+
+
+def _check_float(a: np.ndarray, name: str) -> None:
+    if not np.isfinite(a).all():
+        raise InputError(f"{name}: the picture contains NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        hint = " (divide 0..255 values by 255)" if hi <= 255 else ""
+        raise InputError(f"{name}: float pictures must hold values in 0..1, found {lo:.3g}..{hi:.3g}{hint}")
+
+
+def as_rgb_u8(images, name: str = "image") -> np.ndarray:
+    """Convert a picture or a batch of pictures to uint8 RGB ``[N,H,W,3]``.
+
+    Accepted layouts: ``[H,W]`` (one gray picture), ``[H,W,C]`` (one picture) and
+    ``[N,H,W,C]`` (a batch, e.g. a ComfyUI IMAGE), as numpy arrays or torch tensors.
+    Accepted values: uint8 0..255, uint16 0..65535 (high byte kept, ``v >> 8``, as OpenCV
+    reads 16-bit files), or floats in 0..1 (rounded to the nearest of 256 levels).
+    Channels: C=1 (gray) is repeated to RGB; C=2 (gray + alpha) and C=4 (RGBA) lose their
+    alpha channel and the colour values are used as stored (what OpenCV's ``IMREAD_COLOR``,
+    used by the official loader, does); C=3 is taken as RGB.
+
+    Raises :class:`InputError` naming ``name`` for an empty batch, another layout, floats
+    outside 0..1 or NaN, or a side shorter than ``MIN_SIDE`` pixels.
+    """
+    a = _to_rgb(_batch(images, name))
+    if a.dtype == np.uint8:
+        out = a
+    elif a.dtype == np.uint16:
+        out = (a >> 8).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        _check_float(a, name)
+        out = np.round(np.clip(a.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+    else:
+        raise InputError(f"{name}: unsupported pixel type {a.dtype}; use uint8 0..255 or floats in 0..1")
+    return np.ascontiguousarray(out)
+
+
+def as_rgb_f32(images, name: str = "image") -> np.ndarray:
+    """Like :func:`as_rgb_u8` but float32 0..1 ``[N,H,W,3]``; float input keeps its precision."""
+    a = _batch(images, name)
+    if np.issubdtype(a.dtype, np.floating):
+        a = _to_rgb(a)
+        _check_float(a, name)
+        return np.ascontiguousarray(np.clip(a, 0, 1), dtype=np.float32)
+    return as_rgb_u8(a, name).astype(np.float32) / np.float32(255)
