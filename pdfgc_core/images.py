@@ -195,7 +195,8 @@ def network_to_u8(x, rounding: str = "official") -> np.ndarray:
     """Network images [B, 3, H, W] float -1..1 -> uint8 numpy [B, H, W, 3] RGB.
 
     ``rounding="official"``: ``((x + 1) / 2 * 255).astype(uint8)`` in float32, which truncates
-    (as the official ``post_process``). ``rounding="round"``: round to nearest instead. Values
+    (as the official ``post_process``; it even maps 63 of the 256 ``to_network`` levels one step
+    down). ``rounding="round"``: round to nearest, exact inverse of :func:`to_network`. Values
     outside -1..1 are clipped first (no effect on tanh outputs).
     """
     if rounding not in ("official", "round"):
