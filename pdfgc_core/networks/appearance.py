@@ -8,7 +8,7 @@ plus ``conv1x1``), without the two classifiers inference never uses (see
 import torch
 from torch import nn
 
-from .blocks import check_batch, conv1x1, conv3x3
+from .blocks import IMAGE_HINT, check_batch, conv1x1, conv3x3
 
 # Checkpoint keys this module does not hold: the 5995-way identity classifier (skipped by the
 # official loader) and the ImageNet classifier of the trunk (loaded there, never called).
@@ -88,7 +88,7 @@ class AppearanceEncoder(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor):
-        check_batch(x, (3, 224, 224), "appearance image")
+        check_batch(x, (3, 224, 224), "appearance image", IMAGE_HINT)
         x = x.contiguous(memory_format=self.memory_format)
         feat = self.model(x)
         id_vector = torch.flatten(self.model.avgpool(feat), 1)

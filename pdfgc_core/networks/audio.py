@@ -98,7 +98,8 @@ class AudioEncoder(nn.Module):
 
     def features(self, mel: torch.Tensor) -> torch.Tensor:
         """ResNetSE output [B,512] float32 for mel [B,1,80,20]."""
-        check_batch(mel, (1, N_MELS, N_STEPS), "audio mel windows")
+        check_batch(mel, (1, N_MELS, N_STEPS), "audio mel windows",
+                    "cut the mel spectrogram into per-frame windows of 80 mel bins x 20 mel frames first.")
         return self.model(mel.contiguous())
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .blocks import check_batch, conv1x1, conv3x3
+from .blocks import IMAGE_HINT, check_batch, conv1x1, conv3x3
 
 # Checkpoint keys this module does not hold: the mouth head (computed and discarded, or never
 # called, by the official code).
@@ -150,7 +150,7 @@ class MotionEncoder(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk output [B,512] float32 for x [B,3,224,224] in [-1,1]."""
-        check_batch(x, (3, 224, 224), "motion (driving) image")
+        check_batch(x, (3, 224, 224), "motion (driving) image", IMAGE_HINT)
         return self.model(x.contiguous(memory_format=self.memory_format))
 
     def head(self, name: str, feat: torch.Tensor) -> torch.Tensor:
