@@ -10,9 +10,9 @@ Two coordinate frames exist for a 224 picture of a face:
   window of the crop, enlarged 224/192.
 
 Pictures of another square size (e.g. a generated frame upscaled 2x) are placed by
-proportion. The face mask is a disc in crop pixels, centred (112,96) with radius 96 — the
-largest inside the generator window, holding forehead to chin of the template face — with
-a Gaussian edge ``feather`` crop pixels wide.
+proportion. The face mask is a disc in crop pixels, centred (111.5, 95.5) with radius 96:
+the largest inside the generator window (pixel edges -0.5..191.5 and 15.5..207.5), holding
+forehead to chin of the template face, with a Gaussian edge ``feather`` crop pixels wide.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .convert import as_rgb_f32
 
 GENERATOR_WINDOW = (0, 192, 16, 208)
 """(top, bottom, left, right) of the crop region the networks see (official loader)."""
-MASK_CENTER = (112.0, 96.0)
+MASK_CENTER = (111.5, 95.5)
 MASK_RADIUS = 96.0
 DEFAULT_FEATHER = 16.0
 VIEWS = ("generator", "crop")
@@ -57,7 +57,7 @@ def face_mask(feather: float = DEFAULT_FEATHER) -> np.ndarray:
     sigma = feather / 6.0
     m = 0.5 * erfc((r - (MASK_RADIUS - feather / 2.0)) / (np.sqrt(2.0) * sigma))
     m[r > MASK_RADIUS] = 0.0
-    m[r < MASK_RADIUS - feather] = 1.0
+    m[r <= MASK_RADIUS - feather] = 1.0
     return m.astype(np.float32)
 
 
