@@ -2,12 +2,14 @@
 
 Measured figures asserted below (dlib 20.0.1, OpenCV 5, the bundled anne.png and
 scikit-image's astronaut):
-- anne.png as shipped: template points 0.76-4.40 px from the template (left eye 4.40 px,
-  every axis within 3.9 px); after our alignment, re-detected on the crop: 2.3-2.4 px.
-- astronaut (512x512, face not centred): re-detected on the crop 3.4-3.6 px from the template.
-- round trip frame -> crop -> frame (two bilinear warps + uint8 crop) inside the mask:
-  sharp photo mean 2.4/255, 99th percentile 16/255; same photo blurred (sigma 2 px) max 3.1/255;
-  pure integer translation / 2x scale: exact.
+- anne.png as shipped: template points 0.76-4.32 px from the template (left eye 4.32 px,
+  every axis within 3.9 px); after our alignment, re-detected on the crop: 1.9-2.5 px.
+- astronaut (512x512, face off-centre): re-detected on the crop 3.4-3.7 px from the template
+  (the least-squares residual of a similarity through three points of this face).
+- rotated / scaled / shifted copies of anne.png: re-detected on the crop 1.9-3.0 px.
+- round trip frame -> crop -> frame (two bilinear warps + uint8 crop) inside the mask, in
+  1/255 units: sharp photo mean 2.5, 99th percentile 16 (crop) / mean 3.1, p99 19 (generator
+  view); the same photo blurred (sigma 2 px) max 2.9 / 3.4; integer translation and 2x: exact.
 """
 
 from __future__ import annotations
@@ -99,22 +101,23 @@ def test_anne_is_already_aligned(dlib_det, anne):
     faces = dlib_det.detect(anne)
     assert len(faces) == 1
     p = faces[0].points
-    np.testing.assert_allclose(p, [[84.83, 62.83], [139.0, 61.83], [112.75, 119.88]], atol=0.01)
+    # OFFLINE_DEPS.md (detector.run(img, 1, 0)): (84.8, 62.8), (139.0, 61.8), (112.6, 120.2)
+    np.testing.assert_allclose(p, [[84.8, 62.8], [139.0, 61.8], [112.6, 120.2]], atol=0.4)
     assert np.abs(p - TEMPLATE).max() < 4.0  # every axis within 4 px
-    assert np.linalg.norm(p - TEMPLATE, axis=1).max() < 4.5  # left eye 4.40 px away
+    assert np.linalg.norm(p - TEMPLATE, axis=1).max() < 4.5  # left eye 4.32 px away
 
 
 def test_anne_crop_puts_points_on_template(dlib_det, anne):
     crops, info = align_faces(anne, dlib_det)
     assert crops.shape == (1, 224, 224, 3) and crops.dtype == np.uint8
     assert info.mode == "image" and info.detected.tolist() == [True]
-    assert template_error(dlib_det, crops[0]).max() < 4.0  # measured 2.39
+    assert template_error(dlib_det, crops[0]).max() < 4.0  # measured 2.48
 
 
 def test_astronaut_crop_puts_points_on_template(dlib_det, astronaut):
     crops, info = align_faces(astronaut, dlib_det, name="astronaut")
     assert info.frame_size == (512, 512)
-    assert template_error(dlib_det, crops[0]).max() < 4.0  # measured 3.58
+    assert template_error(dlib_det, crops[0]).max() < 4.0  # measured 3.73
 
 
 @pytest.mark.parametrize("angle,scale,shift", [(15, 1.4, (60, 30)), (-20, 0.8, (150, 120)), (5, 2.0, (-20, 10))])
@@ -152,6 +155,14 @@ def test_video_transforms_follow_the_mouth_with_smoothing():
 
 # ----------------------------------------------------------------------------- round trip
 
+def test_large_picture_is_reduced_before_cropping(dlib_det, anne):
+    big = cv2.resize(anne, (1120, 1120), interpolation=cv2.INTER_CUBIC)  # searched at 1024, crop scale 0.2
+    crops_big, info = align_faces(big, dlib_det)
+    crops, _ = align_faces(anne, dlib_det)
+    assert template_error(dlib_det, crops_big[0]).max() < 4.0  # measured 3.0
+    assert np.abs(crops_big.astype(int) - crops).mean() < 3  # measured 1.9 (area-reduced, not aliased)
+
+
 def test_round_trip_is_exact_for_integer_translation_and_2x(anne):
     frame = np.zeros((300, 400, 3), np.uint8)
     frame[30:254, 100:324] = anne
@@ -166,8 +177,8 @@ def test_round_trip_is_exact_for_integer_translation_and_2x(anne):
 
 
 @pytest.mark.parametrize("blur,view,mean_bound,max_bound", [
-    (0, "crop", 3.0, None), (0, "generator", 3.6, None),  # measured mean 2.45 / 3.08 (p99 16 / 19)
-    (2, "crop", None, 4.0), (2, "generator", None, 4.5),  # measured max 3.10 / 3.81
+    (0, "crop", 3.0, None), (0, "generator", 3.6, None),  # measured mean 2.46 / 3.08 (p99 16 / 19)
+    (2, "crop", None, 4.0), (2, "generator", None, 4.5),  # measured max 2.88 / 3.36
 ])
 def test_round_trip_reproduces_the_frame_inside_the_mask(dlib_det, astronaut, blur, view, mean_bound, max_bound):
     frame = cv2.GaussianBlur(astronaut, (0, 0), blur) if blur else astronaut

@@ -31,15 +31,6 @@ def _batch(images, name: str) -> np.ndarray:
     return a
 
 
-def _to_rgb(a: np.ndarray) -> np.ndarray:
-    c = a.shape[-1]
-    if c in (2, 4):
-        a = a[..., : c - 1]
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    return a
-
-
 def _check_float(a: np.ndarray, name: str) -> None:
     if not np.isfinite(a).all():
         raise InputError(f"{name}: the picture contains NaN or infinite values")
@@ -63,24 +54,31 @@ def as_rgb_u8(images, name: str = "image") -> np.ndarray:
     Raises :class:`InputError` naming ``name`` for an empty batch, another layout, floats
     outside 0..1 or NaN, or a side shorter than ``MIN_SIDE`` pixels.
     """
-    a = _to_rgb(_batch(images, name))
-    if a.dtype == np.uint8:
-        out = a
-    elif a.dtype == np.uint16:
-        out = (a >> 8).astype(np.uint8)
-    elif np.issubdtype(a.dtype, np.floating):
-        _check_float(a, name)
-        out = np.round(np.clip(a.astype(np.float32), 0, 1) * 255).astype(np.uint8)
-    else:
-        raise InputError(f"{name}: unsupported pixel type {a.dtype}; use uint8 0..255 or floats in 0..1")
-    return np.ascontiguousarray(out)
+    return _convert(_batch(images, name), name, np.uint8)
 
 
 def as_rgb_f32(images, name: str = "image") -> np.ndarray:
-    """Like :func:`as_rgb_u8` but float32 0..1 ``[N,H,W,3]``; float input keeps its precision."""
-    a = _batch(images, name)
-    if np.issubdtype(a.dtype, np.floating):
-        a = _to_rgb(a)
-        _check_float(a, name)
-        return np.ascontiguousarray(np.clip(a, 0, 1), dtype=np.float32)
-    return as_rgb_u8(a, name).astype(np.float32) / np.float32(255)
+    """Like :func:`as_rgb_u8` but float32 0..1 ``[N,H,W,3]``; float input keeps its precision
+    (clipped to 0..1), integer input is divided by 255 after :func:`as_rgb_u8`'s rules."""
+    return _convert(_batch(images, name), name, np.float32)
+
+
+def _convert(a: np.ndarray, name: str, dtype) -> np.ndarray:
+    """Frame by frame, so a long float clip needs no full-size temporaries."""
+    is_float = np.issubdtype(a.dtype, np.floating)
+    if not (is_float or a.dtype in (np.uint8, np.uint16)):
+        raise InputError(f"{name}: unsupported pixel type {a.dtype}; use uint8 0..255 or floats in 0..1")
+    n, h, w, c = a.shape
+    out = np.empty((n, h, w, 3), dtype)
+    for i in range(n):
+        f = a[i][..., : 1 if c <= 2 else 3]  # gray (+alpha) -> gray, RGBA -> RGB; broadcast to 3 below
+        if is_float:
+            f = f.astype(np.float32, copy=False)
+            _check_float(f, name)
+            f = np.clip(f, 0, 1)
+            out[i] = np.round(f * 255) if dtype == np.uint8 else f
+        else:
+            if a.dtype == np.uint16:
+                f = f >> 8
+            out[i] = f if dtype == np.uint8 else f.astype(np.float32) / np.float32(255)
+    return out
