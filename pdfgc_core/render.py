@@ -1,0 +1,171 @@
+"""From files to a talking-head clip: the official pipeline, streamed.
+
+``render`` reads the appearance image, the speech and the three driving sources, encodes them
+(drivers are read and encoded in chunks; only their small embeddings are kept), assembles the
+per-frame motion with the official post-processing, and streams generated frames to a callback.
+Peak memory is bounded by the chunk size, not the clip length.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from . import audio as audio_io
+from . import images, media
+from .errors import InputError
+from .factors import Factor, PostProcess, assemble_motion, scale
+from .pipeline import DRIVER_HEADS, Appearance, Engine
+
+log = logging.getLogger("pdfgc")
+
+OFFICIAL_SKIP = 2
+OFFICIAL_MIN_DRIVER_FILES = OFFICIAL_SKIP + 8
+
+
+@dataclass
+class Driver:
+    """One driving source for one or more heads (``pose``, ``eye``, ``expression``).
+
+    ``source``: a folder of frames, a video file, an image file, or uint8 frames [N,H,W,3] RGB.
+    ``skip_first``: frames dropped at the start; ``None`` = official behaviour (2 for a folder of
+    frames, 0 otherwise). ``crop``: ``"official"`` applies the official 0:192 x 16:208 crop."""
+
+    source: str | Path | np.ndarray
+    skip_first: int | None = None
+    crop: str = "official"
+
+
+@dataclass
+class RenderSettings:
+    """Everything that shapes the motion. Strength 0 turns a factor off (zero = canonical)."""
+
+    fps: float = 25.0
+    audio_quality: str = "official"
+    max_seconds: float | None = None
+    strengths: dict = field(default_factory=lambda: {"mouth": 1.0, "expression": 1.0, "eye": 1.0, "pose": 1.0})
+    blink: bool = True
+    gaze: bool = True
+    fit: str = "loop"
+    post: PostProcess = field(default_factory=PostProcess.official)
+    batch_size: int = 8
+    noise: int | None = None
+    driver_chunk: int = 32
+
+
+def _skip(driver: Driver) -> int:
+    if driver.skip_first is not None:
+        return int(driver.skip_first)
+    return OFFICIAL_SKIP if isinstance(driver.source, (str, Path)) and Path(driver.source).is_dir() else 0
+
+
+def iter_driver_batches(driver: Driver, num_needed: int, chunk: int, fps: float) -> Iterator[torch.Tensor]:
+    """Network batches [b,3,224,224] of the driver's first min(L, num_needed) usable frames (L = frames
+    after the skip). Videos are resampled to ``fps``; only ``chunk`` frames are decoded at a time."""
+    skip = _skip(driver)
+    src = driver.source
+    name = "driver frames" if isinstance(src, np.ndarray) else str(src)
+    if isinstance(src, np.ndarray):
+        total = int(src.shape[0])
+    elif Path(src).is_dir():
+        total = len(media.list_frame_files(src))
+    else:
+        total = None
+    if total is not None and skip == OFFICIAL_SKIP and driver.skip_first is None and total < OFFICIAL_MIN_DRIVER_FILES:
+        raise InputError(
+            f"{name}: has {total} frame file(s); the official pipeline drops the first {OFFICIAL_SKIP} and needs "
+            f"at least {OFFICIAL_MIN_DRIVER_FILES} files. Add frames, or set skip_first=0 (CLI: --skip-first 0) "
+            f"to use every frame, looped.")
+    if total is not None and total - skip < 1:
+        raise InputError(f"{name}: has {total} frame(s), none left after skipping {skip}; give more frames.")
+    if isinstance(src, np.ndarray):
+        frames = iter(src[skip:skip + num_needed])
+    else:
+        frames = media.iter_frames(src, start=skip, stop=skip + num_needed, fps=fps)
+    buf, n = [], 0
+    for f in frames:
+        buf.append(images.official_crop(f) if driver.crop == "official" else images.resize_224(f))
+        n += 1
+        if len(buf) == chunk:
+            yield images.to_network(np.stack(buf))
+            buf = []
+    if buf:
+        yield images.to_network(np.stack(buf))
+    if n == 0:
+        raise InputError(f"{name}: no frames left after skipping {skip}; give a longer driver or lower skip_first.")
+
+
+def encode_driver(engine: Engine, driver: Driver, heads, num_frames: int, settings: RenderSettings,
+                  progress: Callable[[int], None] | None = None) -> dict[str, Factor]:
+    """Raw factors for ``heads`` from one source, covering its first min(L, num_frames) usable frames."""
+    batches = iter_driver_batches(driver, num_frames, settings.driver_chunk, settings.fps)
+    return engine.encode_drivers(batches, heads=heads, fps=settings.fps, progress=progress)
+
+
+def load_appearance_image(source, crop: str = "official") -> torch.Tensor:
+    """Appearance image (path or uint8 [H,W,3] RGB) -> network tensor [1,3,224,224]."""
+    rgb = images.read_image(source) if isinstance(source, (str, Path)) else np.asarray(source)
+    rgb = images.official_crop(rgb) if crop == "official" else images.resize_224(rgb)
+    return images.to_network(rgb[None])
+
+
+def mouth_windows(audio, settings: RenderSettings) -> torch.Tensor:
+    """Speech (path or (waveform [C,N] float, sample_rate)) -> mel windows [T,1,80,20]."""
+    wave, sr = audio_io.load_audio(audio) if isinstance(audio, (str, Path)) else audio
+    return audio_io.audio_to_windows(wave, sr, fps=settings.fps, quality=settings.audio_quality,
+                                     max_seconds=settings.max_seconds)
+
+
+@dataclass
+class Plan:
+    """What a render will produce: the appearance, the motion [T,542] and the number of frames."""
+
+    appearance: Appearance
+    motion: torch.Tensor
+    factors: dict[str, Factor]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.motion.shape[0])
+
+
+def plan(engine: Engine, appearance, audio, drivers: dict[str, Driver | None], settings: RenderSettings,
+         progress: Callable[[str, int, int], None] | None = None) -> Plan:
+    """Encodes everything and assembles the motion. ``drivers`` maps pose / eye / expression to a
+    :class:`Driver` or None (factor off). Drivers that share one source object are read once."""
+    bad = [k for k in drivers if k not in DRIVER_HEADS]
+    if bad:
+        raise InputError(f"unknown driver factor(s) {bad}; use {DRIVER_HEADS}")
+    app = engine.encode_appearance(load_appearance_image(appearance))
+    windows = mouth_windows(audio, settings)
+    num = windows.shape[0]
+    factors: dict[str, Factor] = {}
+    if settings.strengths.get("mouth", 1.0) != 0:
+        factors["mouth"] = engine.encode_mouth(windows, fps=settings.fps)
+    groups: dict[int, tuple[Driver, list[str]]] = {}
+    for head, drv in drivers.items():
+        if drv is not None and settings.strengths.get(head, 1.0) != 0:
+            groups.setdefault(id(drv), (drv, []))[1].append(head)
+    for drv, heads in groups.values():
+        t0 = time.perf_counter()
+        factors.update(encode_driver(engine, drv, heads, num, settings))
+        log.info("encoded %s from %s in %.1f s", "/".join(heads), getattr(drv, "source", "?"), time.perf_counter() - t0)
+    scaled = {k: (scale(f, settings.strengths.get(k, 1.0)) if settings.strengths.get(k, 1.0) != 1.0 else f)
+              for k, f in factors.items()}
+    motion = assemble_motion(num, **scaled, fit=settings.fit, post=settings.post,
+                             blink=settings.blink, gaze=settings.gaze)
+    return Plan(app, motion, factors)
+
+
+def frames_u8(engine: Engine, p: Plan, settings: RenderSettings, progress: Callable[[int], None] | None = None,
+              check_interrupt: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
+    """Generated frames as uint8 [b,224,224,3] RGB chunks (official truncating conversion)."""
+    for chunk in engine.generate(p.appearance, p.motion, batch_size=settings.batch_size, noise=settings.noise,
+                                 progress=progress, check_interrupt=check_interrupt):
+        yield images.network_to_u8(chunk)
