@@ -1,0 +1,42 @@
+"""ComfyUI-PD-FGC: the ComfyUI entry point.
+
+ComfyUI imports this file as a package named after the pack's folder path
+(custom_nodes/ComfyUI-PD-FGC, a name no ``import`` statement can spell), so:
+
+- our ``nodes`` package is imported relatively: ComfyUI itself owns the top-level name ``nodes``;
+- nodes/*.py reach ``pdfgc_core`` and each other relatively (see nodes/__init__.py), so the pack
+  adds nothing to ``sys.path`` and cannot shadow or be shadowed by other packs' modules.
+
+Outside ComfyUI (pytest, tools) there is no ``folder_paths`` and the model folder is not
+registered; the node classes still import.
+"""
+
+import os
+
+try:
+    import folder_paths
+except ImportError:  # not running inside ComfyUI
+    folder_paths = None
+
+# Checkpoints: official .pth files (or a folder holding the four of them), checkpoints.tar, our .safetensors.
+PDFGC_MODEL_EXTENSIONS = {".pth", ".tar", ".safetensors"}
+
+
+def _register_model_folder() -> None:
+    """Make ComfyUI/models/pdfgc/ (plus any "pdfgc" entry of extra_model_paths.yaml) a model folder."""
+    default = os.path.join(folder_paths.models_dir, "pdfgc")
+    folder_paths.add_model_folder_path("pdfgc", default)
+    paths, extensions = folder_paths.folder_names_and_paths["pdfgc"]
+    folder_paths.folder_names_and_paths["pdfgc"] = (paths, set(extensions) | PDFGC_MODEL_EXTENSIONS)
+    try:
+        os.makedirs(default, exist_ok=True)  # shows users where checkpoints go
+    except OSError:
+        pass
+
+
+if folder_paths is not None:
+    _register_model_folder()
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
