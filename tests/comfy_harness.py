@@ -23,6 +23,24 @@ Tests use the pytest plugin part of this module (``pytest_plugins = ["comfy_harn
     comfy_server   session: a started ComfyServer with this repository at custom_nodes/ComfyUI-PD-FGC
 
 A failing test that used ``comfy_server`` gets the server log written during that test in its report.
+The server also loads a small harness custom-node folder (a tmp dir, never shipped):
+PDFGCHarnessSleep (progress, interrupt), PDFGCHarnessFail (execution_error),
+PDFGCHarnessLoadTensor (an exact value put in input/ by ``put_tensor``, of any socket type) and
+PDFGCHarnessSaveTensor (any value -> output/tensors/*.pt, read back by ``saved_tensors``).
+
+A node test, e.g.::
+
+    pytest_plugins = ["comfy_harness"]
+
+    @pytest.mark.comfyui
+    def test_align(comfy_server):
+        image = comfy_server.add_input(SAMPLES / "anne.png")          # -> input/anne.png
+        prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": image}},
+                  "2": {"class_type": "PDFGC_AlignFaces", "inputs": {"images": ["1", 0], ...}},
+                  "3": {"class_type": "PDFGCHarnessSaveTensor", "inputs": {"value": ["2", 0], "name": "crops"}}}
+        entry = comfy_server.run(prompt, timeout=300)   # asserts success; else the error + server log
+        crops = comfy_server.saved_tensors(entry)["3"]  # exact tensor, compare with pdfgc_core in-process
+        # comfy_server.queue / wait / ws.messages("progress", pid) / interrupt(pid) / PromptRejected
 
 Command line (also used by CI):  python tests/comfy_harness.py {env|chromium|serve}
 """
