@@ -492,6 +492,15 @@ HARNESS_PACK = "pdfgc_harness_nodes"
 SYNTHETIC_MODEL = "synthetic-seed1"  # models/pdfgc/ name of the default synthetic weights (see comfy_models)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL (Linux)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -656,7 +665,8 @@ class ComfyServer:
         t0 = time.monotonic()
         self._log_fh = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.env.command(*args), cwd=self.base_dir, env=env,
-                                     stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         import requests
 
         while True:
