@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+pytest_plugins = ["comfy_harness"]
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 
