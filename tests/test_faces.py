@@ -314,6 +314,8 @@ def test_video_interpolates_gaps_holds_ends_and_rejects_outliers():
     bogus[2] += (40, 25)  # occluded mouth: landmarks land far away
     script[9] = [face_from_points(bogus)]
     crops, info = align_faces(numbered_frames(12), ScriptedDetector(script), mode="video")
+    half = {t: [face_from_points(pts(t) if t % 2 else bogus)] for t in range(4)}
+    assert align_faces(numbered_frames(4), ScriptedDetector(half), mode="video")[1].detected.all()
     assert crops.shape == (12, 224, 224, 3)
     assert np.flatnonzero(~info.detected).tolist() == [0, 1, 5, 6, 7, 9]
     assert any("occluded" in n for n in info.notes)
@@ -409,6 +411,7 @@ def test_gray_rgba_float_inputs(dlib_det, anne):
     (np.full((64, 64, 3), 200.0), "0..1.*divide"),
     (np.full((64, 64, 3), np.nan, np.float32), "NaN"),
     (np.zeros((64, 64, 3), np.int64), "pixel type"),
+    ([np.zeros((64, 64, 3), np.uint8), np.zeros((80, 64, 3), np.uint8)], "one size"),
 ])
 def test_bad_pictures_raise_input_error(bad, match):
     with pytest.raises(InputError, match=match):

@@ -229,14 +229,15 @@ def _shape(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _outliers(points: np.ndarray, detected: np.ndarray) -> np.ndarray:
     """Detected frames whose face geometry is implausible for the clip (occlusion, wrong face):
     mouth offset from the eyes more than 0.35 eye distances from the clip median, or eye
-    distance outside 0.6..1.67 times the median."""
+    distance outside 0.6..1.67 times the median; never a majority of the frames."""
     out = np.zeros_like(detected)
     if detected.sum() < 3:
         return out
     shape, dist = _shape(points[detected])
     bad = (np.linalg.norm(shape - np.median(shape, 0), axis=1) > 0.35) | \
           (np.abs(np.log(dist / np.median(dist))) > np.log(1.67))
-    out[np.flatnonzero(detected)[bad]] = True
+    if 2 * bad.sum() < len(bad):  # only a minority can be outliers
+        out[np.flatnonzero(detected)[bad]] = True
     return out
 
 

@@ -14,7 +14,12 @@ def _batch(images, name: str) -> np.ndarray:
     """Validated ``[N,H,W,C]`` view (C = 1..4) of a picture or batch, any dtype."""
     if hasattr(images, "detach"):
         images = images.detach().cpu().numpy()
-    a = np.asarray(images)
+    try:
+        a = np.asarray(images)
+    except ValueError as e:  # a list of pictures of different sizes
+        raise InputError(f"{name}: the pictures cannot form one batch ({e}); give pictures of one size") from e
+    if a.dtype == object:
+        raise InputError(f"{name}: expected an image array, got {type(images).__name__} of mixed contents")
     if a.ndim == 2:
         a = a[None, :, :, None]
     elif a.ndim == 3:

@@ -135,8 +135,9 @@ class DlibDetector(LandmarkDetector):
     that finds nothing; so when a large face is present, small ones are not listed. This is
     4-5x faster and avoids most false faces of the up-sampled pass.
     ``min_score``: detections scoring less are dropped (the up-sampled pass finds weak false
-    faces, e.g. 0.12 on scikit-image's astronaut; real faces in the samples score 1.2-2.7). ``max_side``: pictures whose longer side exceeds it are searched for faces at
-    that size (for speed); the landmarks are always predicted at full resolution.
+    faces, e.g. 0.12 on scikit-image's astronaut; real faces in the samples score 1.2-2.7).
+    ``max_side``: pictures whose longer side exceeds it are searched for faces at that size
+    (for speed); the landmarks are always predicted at full resolution.
     ``model_path``: another 68-point predictor file.
     """
 
@@ -176,10 +177,12 @@ class DlibDetector(LandmarkDetector):
 
 # ----------------------------------------------------------------------- face-alignment
 
+_FAN_URL = "https://www.adrianbulat.com/downloads/python-fan/"
 FAN_FILES = {
-    "2DFAN-4": ("2DFAN4-11f355bf06.pth.tar", "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar"),
-    "s3fd": ("s3fd-619a316812.pth", "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"),
+    "2DFAN-4": ("2DFAN4-11f355bf06.pth.tar", _FAN_URL + "2DFAN4-11f355bf06.pth.tar"),
+    "s3fd": ("s3fd-619a316812.pth", _FAN_URL + "s3fd-619a316812.pth"),
 }
+"""The weight files face-alignment 1.5 downloads (file name, address), which we only look up."""
 _FAN_MODELS: dict[tuple, object] = {}
 
 
