@@ -18,9 +18,14 @@ import json
 import logging
 import os
 import pickle
+import re
 import tarfile
+import zipfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -121,33 +126,77 @@ class PDFGCModels:
 
 # --------------------------------------------------------------------------- reading files
 
+LOAD_ORDER = ("audio", "motion", "appearance", "generator")
+"""Networks are read and validated one at a time, smallest file first: a broken set fails after
+reading little, and only one raw state dict is in memory at a time."""
+
+MAX_TAR_MEMBER_BYTES = 4 << 30
+"""Largest ``.pth`` accepted inside a tar (the official generator file is ~365 MB); guards memory
+against a crafted or decompression-bomb archive."""
+
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0][:limit] if lines else "no detail"
+
+
+def _zip_damage(data) -> str | None:
+    """Name of the first member of a zip-format ``.pth`` whose CRC-32 does not match its bytes (torch
+    itself does not check them, so flipped bytes in tensor data would load silently); None if all
+    match or the file is not a readable zip (``torch.load`` then reports it)."""
+    try:
+        with zipfile.ZipFile(data) as z:
+            return z.testzip()
+    except Exception:
+        return None
+    finally:
+        if hasattr(data, "seek"):
+            data.seek(0)
+
 
 def _torch_load(data, where: str) -> dict:
+    bad_member = _zip_damage(data)
+    if bad_member is not None:
+        raise CheckpointError(f"{where}: is corrupted: the bytes of {bad_member!r} inside it do not match their "
+                              f"checksum (damaged download or disk). Download it again.")
     try:
         obj = torch.load(data, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        found = _BLOCKED_GLOBAL.search(str(e))
+        if found:
+            raise CheckpointError(
+                f"{where}: refused to load. Unpickling this file would import and call {found.group(1)!r}, which is "
+                f"code, not tensor data: loading it could run arbitrary code, so it was not unpickled. Official "
+                f"PD-FGC checkpoints are plain tensor dictionaries; delete this file and download the official "
+                f"checkpoints again."
+            ) from None
         raise CheckpointError(
-            f"{where}: refused to load. The file contains Python objects other than tensors, so "
-            f"unpickling it could run code ({str(e).splitlines()[0][:200]}). Official PD-FGC checkpoints "
-            f"are plain tensor dictionaries; re-download the file from the official source."
+            f"{where}: refused to load. It is not a plain tensor checkpoint that can be read safely (the safe "
+            f"reader stopped: {' '.join(str(e).split('WeightsUnpickler error:')[-1].split())[:160]}); it is "
+            f"corrupted, or it holds Python objects that are never unpickled here. Download it again."
         ) from None
     except Exception as e:  # torch raises RuntimeError/EOFError/ValueError/... for damaged archives
         raise CheckpointError(
             f"{where}: cannot be read as a PyTorch checkpoint; it is truncated or corrupted "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else 'no detail'}). "
-            f"Download it again."
+            f"({type(e).__name__}: {_first_line(e)}). Download it again."
         ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
-        raise CheckpointError(f"{where}: is not a state dict of tensors ({type(obj).__name__}). {INSTALL_HINT}")
+        what = type(obj).__name__ if not isinstance(obj, dict) else "a dict with non-tensor entries"
+        raise CheckpointError(f"{where}: is not a state dict of tensors ({what}). {INSTALL_HINT}")
     return obj
 
 
-def _read_pth_folder(folder: Path) -> dict[str, tuple[str, dict]]:
+Readers = dict  # {net: (where, read)}: read() -> {key: tensor}, called once per network
+
+
+def _folder_readers(folder: Path) -> Readers:
     for base in (folder, folder / "checkpoints"):
         if all((base / f).is_file() for f in OFFICIAL_FILES.values()):
-            return {net: (str(base / f), _torch_load(base / f, str(base / f))) for net, f in OFFICIAL_FILES.items()}
+            return {net: (str(base / f), lambda p=base / f: _torch_load(p, str(p))) for net, f in OFFICIAL_FILES.items()}
     present = sorted(p.name for p in folder.iterdir())[:12] if folder.is_dir() else []
     missing = [f for f in OFFICIAL_FILES.values() if not (folder / f).is_file()]
     raise CheckpointError(
@@ -156,91 +205,149 @@ def _read_pth_folder(folder: Path) -> dict[str, tuple[str, dict]]:
     )
 
 
-def _read_tar(path: Path) -> dict[str, tuple[str, dict]]:
+def _tar_error(path: Path, e: BaseException) -> CheckpointError:
+    return CheckpointError(f"{path}: cannot be read as a tar archive ({type(e).__name__}: {_first_line(e)}); it is "
+                           f"truncated or corrupted. Download checkpoints.tar again.")
+
+
+@contextmanager
+def _tar_readers(path: Path) -> Iterator[Readers]:
     try:
-        with tarfile.open(path, "r:*") as tar:
+        tar = tarfile.open(path, "r:*")
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        raise _tar_error(path, e) from None
+    with tar:
+        try:
             members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile() and m.name.endswith(".pth")}
-            missing = [f for f in OFFICIAL_FILES.values() if f not in members]
-            if missing:
-                raise CheckpointError(
-                    f"{path}: the archive does not contain {', '.join(missing)}; it is not the official "
-                    f"checkpoints.tar or it is incomplete. {INSTALL_HINT}"
-                )
-            out = {}
-            for net, fname in OFFICIAL_FILES.items():
-                data = io.BytesIO(tar.extractfile(members[fname]).read())
-                out[net] = (f"{path}:{members[fname].name}", _torch_load(data, f"{path}:{members[fname].name}"))
-            return out
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path}: cannot be read as a tar archive ({e}); it is truncated or corrupted. "
-                              f"Download it again.") from None
+        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+            raise _tar_error(path, e) from None
+        missing = [f for f in OFFICIAL_FILES.values() if f not in members]
+        if missing:
+            raise CheckpointError(
+                f"{path}: the archive does not contain {', '.join(missing)}; it is not the official "
+                f"checkpoints.tar or it is incomplete. {INSTALL_HINT}"
+            )
+
+        def read(m: tarfile.TarInfo) -> dict:
+            where = f"{path}:{m.name}"
+            if m.size > MAX_TAR_MEMBER_BYTES:
+                raise CheckpointError(f"{where}: {m.size / 2**30:.1f} GiB is far larger than any PD-FGC checkpoint "
+                                      f"file; refused. {INSTALL_HINT}")
+            try:
+                data = io.BytesIO(tar.extractfile(m).read())
+            except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
+                raise _tar_error(path, e) from None
+            return _torch_load(data, where)
+
+        yield {net: (f"{path}:{members[f].name}", lambda m=members[f]: read(m)) for net, f in OFFICIAL_FILES.items()}
 
 
 def safetensors_metadata(path) -> dict:
-    """The ``__metadata__`` of a .safetensors file (reads only the header)."""
+    """The ``__metadata__`` of a .safetensors file (reads only the header). Raises ``ValueError``
+    for a file whose header is not a JSON object."""
     path = Path(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         if size < 8 or n > size - 8:
             raise ValueError(f"header length {n} does not fit a file of {size} bytes")
-        header = json.loads(f.read(n))
+        try:
+            header = json.loads(f.read(n))
+        except RecursionError:
+            raise ValueError("header JSON is nested too deeply") from None
     if not isinstance(header, dict):
         raise ValueError("header is not a JSON object")
     meta = header.get("__metadata__") or {}
     return meta if isinstance(meta, dict) else {}
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, tuple[str, dict]], dict]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+_ST_ERRORS = (ValueError, OSError, OverflowError, RuntimeError, TypeError, MemoryError)
+
+
+@contextmanager
+def _safetensors_readers(path: Path) -> Iterator[tuple[Readers, dict]]:
+    from safetensors import SafetensorError, safe_open
+
+    def bad(e: BaseException) -> CheckpointError:
+        return CheckpointError(f"{path}: not a readable .safetensors file ({_first_line(e)}); it is truncated or "
+                               f"corrupted. Convert the official checkpoints again with `python -m pdfgc_core convert`.")
 
     try:
-        meta = safetensors_metadata(path)
-        tensors = load_file(str(path))
-    except (SafetensorError, ValueError, OSError, OverflowError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not a readable .safetensors file ({e}); it is truncated or corrupted. "
-                              f"Convert the official checkpoints again with `python -m pdfgc_core convert`.") from None
-    if meta.get("format") != FORMAT_NAME:
-        raise CheckpointError(
-            f"{path}: this .safetensors file was not written by ComfyUI-PD-FGC (metadata format="
-            f"{meta.get('format')!r}); it is probably another model. Use the official PD-FGC checkpoints "
-            f"or a file from `python -m pdfgc_core convert`."
-        )
+        f = safe_open(str(path), framework="pt")
+    except (SafetensorError, *_ST_ERRORS) as e:
+        raise bad(e) from None
+    with f:
+        try:
+            meta = dict(f.metadata() or {})
+            keys = list(f.keys())
+        except (SafetensorError, *_ST_ERRORS) as e:
+            raise bad(e) from None
+        if meta.get("format") != FORMAT_NAME:
+            raise CheckpointError(
+                f"{path}: this .safetensors file was not written by ComfyUI-PD-FGC (metadata format="
+                f"{meta.get('format')!r}); it is probably another model. Use the official PD-FGC checkpoints "
+                f"or a file from `python -m pdfgc_core convert`."
+            )
+        try:
+            version = int(meta.get("format_version", "0"))
+        except (TypeError, ValueError):
+            version = -1
+        if not 1 <= version <= FORMAT_VERSION:
+            raise CheckpointError(f"{path}: format version {meta.get('format_version')!r} is not one this "
+                                  f"ComfyUI-PD-FGC understands (1..{FORMAT_VERSION}); update the node pack or "
+                                  f"convert again.")
+        groups: dict[str, list[str]] = {net: [] for net in NETWORKS}
+        for key in keys:
+            net, _, sub = key.partition(".")
+            if net not in groups or not sub:
+                raise CheckpointError(f"{path}: unexpected key {key!r}; the file is not a PD-FGC checkpoint.")
+            groups[net].append(key)
+
+        def read(net: str) -> dict:
+            try:
+                return {key.partition(".")[2]: f.get_tensor(key) for key in groups[net]}
+            except (SafetensorError, *_ST_ERRORS) as e:
+                raise bad(e) from None
+
+        yield {net: (f"{path}[{net}]", lambda n=net: read(n)) for net in NETWORKS}, meta
+
+
+@contextmanager
+def open_checkpoint(path) -> Iterator[tuple[str, dict, Readers]]:
+    """Opens a checkpoint source without reading its tensors: yields ``(kind, metadata, readers)``,
+    kind ``"official-folder"``, ``"official-tar"`` or ``"safetensors"``, readers
+    ``{net: (where, read)}`` where ``read()`` returns that network's raw ``{key: tensor}``."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder. {INSTALL_HINT}")
+    if path.is_dir():
+        yield "official-folder", {}, _folder_readers(path)
+    elif path.suffix == ".safetensors":
+        with _safetensors_readers(path) as (readers, meta):
+            yield "safetensors", meta, readers
+    elif path.suffix == ".pth":
+        yield "official-folder", {}, _folder_readers(path.parent)
+    elif path.suffix in (".tar", ".tgz", ".gz") or _is_tarfile(path):
+        with _tar_readers(path) as readers:
+            yield "official-tar", {}, readers
+    else:
+        raise CheckpointError(f"{path}: unsupported checkpoint; expected a folder, checkpoints.tar or a "
+                              f".safetensors file written by ComfyUI-PD-FGC. {INSTALL_HINT}")
+
+
+def _is_tarfile(path: Path) -> bool:
     try:
-        version = int(meta.get("format_version", "0"))
-    except ValueError:
-        version = -1
-    if not 1 <= version <= FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {meta.get('format_version')!r} is not one this "
-                              f"ComfyUI-PD-FGC understands (1..{FORMAT_VERSION}); update the node pack or convert again.")
-    out: dict[str, dict] = {net: {} for net in NETWORKS}
-    for key, t in tensors.items():
-        net, _, sub = key.partition(".")
-        if net not in out or not sub:
-            raise CheckpointError(f"{path}: unexpected key {key!r}; the file is not a PD-FGC checkpoint.")
-        out[net][sub] = t
-    return {net: (f"{path}[{net}]", sd) for net, sd in out.items()}, meta
+        return tarfile.is_tarfile(path)
+    except (OSError, ValueError):
+        return False
 
 
 def read_state_dicts(path) -> tuple[dict[str, tuple[str, dict]], str, dict]:
     """Raw state dicts per network ``{net: (where, {key: tensor})}``, the source kind
     (``"official-folder"``, ``"official-tar"`` or ``"safetensors"``) and the file metadata.
-    No validation beyond readability."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file or folder. {INSTALL_HINT}")
-    if path.is_dir():
-        return _read_pth_folder(path), "official-folder", {}
-    if path.suffix == ".safetensors":
-        raw, meta = _read_safetensors(path)
-        return raw, "safetensors", meta
-    if path.suffix == ".pth":
-        return _read_pth_folder(path.parent), "official-folder", {}
-    if tarfile.is_tarfile(path):
-        return _read_tar(path), "official-tar", {}
-    raise CheckpointError(f"{path}: unsupported checkpoint; expected a folder, checkpoints.tar or a "
-                          f".safetensors file written by ComfyUI-PD-FGC. {INSTALL_HINT}")
+    No validation beyond readability (all four networks in memory at once)."""
+    with open_checkpoint(path) as (kind, meta, readers):
+        return {net: (where, read()) for net, (where, read) in readers.items()}, kind, meta
 
 
 # --------------------------------------------------------------------------- validation
@@ -325,18 +432,18 @@ def load_models(path, device=None, dtype: torch.dtype = torch.float32) -> PDFGCM
     Returns :class:`PDFGCModels` in eval mode, on ``device`` (default CPU) in ``dtype``. Raises
     :class:`CheckpointError` naming the file and key for anything missing, mis-shaped, non-finite,
     unsafe or unreadable."""
-    raw, kind, meta = read_state_dicts(path)
-    report = LoadReport(source=str(path), kind=kind)
-    synthetic = meta.get("synthetic") == "true"
-    if synthetic:
-        report.warn(f"{path}: these are SYNTHETIC weights made by ComfyUI-PD-FGC for testing: the output is "
-                    f"noise, not a face. {INSTALL_HINT}")
     nets = {}
-    for net in NETWORKS:
-        where, sd = raw[net]
-        module = build_network(net)
-        clean = _clean(net, where, sd, _model_keys(module), report)
-        nets[net] = _materialise(net, module, clean, report)
+    with open_checkpoint(path) as (kind, meta, readers):
+        report = LoadReport(source=str(path), kind=kind)
+        synthetic = meta.get("synthetic") == "true"
+        if synthetic:
+            report.warn(f"{path}: these are SYNTHETIC weights made by ComfyUI-PD-FGC for testing: the output is "
+                        f"noise, not a face. {INSTALL_HINT}")
+        for net in LOAD_ORDER:
+            where, read = readers[net]
+            module = build_network(net)
+            clean = _clean(net, where, read(), _model_keys(module), report)
+            nets[net] = _materialise(net, module, clean, report)
     models = PDFGCModels(**nets, report=report, synthetic=synthetic)
     if device is not None or dtype != torch.float32:
         models.to(device=device, dtype=dtype)
