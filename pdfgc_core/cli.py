@@ -85,6 +85,11 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
                     help="how drivers shorter than the audio are extended (official: loop)")
     ap.add_argument("--fps", type=float, default=25.0, help="output frame rate (official: 25)")
     ap.add_argument("--seconds", type=float, default=None, help="render only the first N seconds of audio")
+    ap.add_argument("--align", default="none", choices=["none", "dlib", "face_alignment"],
+                    help="detect and align faces in ordinary photos / videos first (default: inputs are "
+                         "pre-aligned 224x224 crops like the official samples)")
+    ap.add_argument("--paste-back", action="store_true",
+                    help="with --align: put the animated face back into the full appearance photo")
     ap.add_argument("--out", default="output/pdfgc.mp4", help="output mp4 (written atomically)")
     ap.add_argument("--frames-dir", default=None, help="also write every frame as PNG here")
     ap.add_argument("--checkpoint", default=None, help=f"official folder / checkpoints.tar / .safetensors (env {CHECKPOINT_ENV})")
@@ -117,14 +122,14 @@ def _run_render(args, allow_synthetic: bool) -> int:
     for f in ("pose", "eye", "expression"):
         src = getattr(args, f)
         if src:
-            drivers[f] = shared.setdefault(src, render.Driver(src, skip_first=args.skip_first))
-    p = render.plan(engine, args.appearance, args.audio, drivers, settings)
+            drivers[f] = shared.setdefault(src, render.Driver(src, skip_first=args.skip_first, align=args.align))
+    p = render.plan(engine, args.appearance, args.audio, drivers, settings, align=args.align)
     print(f"[pdfgc] {p.num_frames} frames at {args.fps:g} fps; encoded in {time.perf_counter() - t0:.1f} s "
           f"on {device} ({engine.dtype})", file=sys.stderr)
     audio_track = args.audio if args.seconds is None else _cut_audio(args.audio, args.seconds)
     done, t1 = 0, time.perf_counter()
-    with Mp4Writer(args.out, fps=args.fps, audio=audio_track) as w:
-        for chunk in render.frames_u8(engine, p, settings):
+    with Mp4Writer(args.out, fps=args.fps, audio=audio_track, audio_offset=render.AUDIO_LEAD_SECONDS) as w:
+        for chunk in render.frames_u8(engine, p, settings, paste_back=args.paste_back):
             w.write(chunk)
             if args.frames_dir:
                 write_frames_png(args.frames_dir, chunk, done)

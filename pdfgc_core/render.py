@@ -27,6 +27,8 @@ log = logging.getLogger("pdfgc")
 
 OFFICIAL_SKIP = 2
 OFFICIAL_MIN_DRIVER_FILES = OFFICIAL_SKIP + 8
+AUDIO_LEAD_SECONDS = 0.08  # output frame j shows the speech at video frame j+2 (official, 25 fps)
+ALIGN_CHUNK = 256  # driver frames aligned together (one similarity per chunk, video mode)
 
 
 @dataclass
@@ -35,11 +37,14 @@ class Driver:
 
     ``source``: a folder of frames, a video file, an image file, or uint8 frames [N,H,W,3] RGB.
     ``skip_first``: frames dropped at the start; ``None`` = official behaviour (2 for a folder of
-    frames, 0 otherwise). ``crop``: ``"official"`` applies the official 0:192 x 16:208 crop."""
+    frames, 0 otherwise). ``crop``: ``"official"`` applies the official 0:192 x 16:208 crop.
+    ``align``: a landmark backend (``"dlib"``, ``"face_alignment"``) that detects and aligns faces in
+    ordinary footage first, or ``"none"`` for frames already aligned like the official samples."""
 
     source: str | Path | np.ndarray
     skip_first: int | None = None
     crop: str = "official"
+    align: str = "none"
 
 
 @dataclass
@@ -88,17 +93,29 @@ def iter_driver_batches(driver: Driver, num_needed: int, chunk: int, fps: float)
         frames = iter(src[skip:skip + num_needed])
     else:
         frames = media.iter_frames(src, start=skip, stop=skip + num_needed, fps=fps)
-    buf, n = [], 0
-    for f in frames:
-        buf.append(images.official_crop(f) if driver.crop == "official" else images.resize_224(f))
-        n += 1
-        if len(buf) == chunk:
-            yield images.to_network(np.stack(buf))
-            buf = []
-    if buf:
-        yield images.to_network(np.stack(buf))
+    n = 0
+    for raw in _chunks(frames, ALIGN_CHUNK if driver.align != "none" else chunk):
+        n += len(raw)
+        if driver.align != "none":
+            from .faces import align_faces
+
+            raw, _ = align_faces(np.stack(raw), driver.align, mode="video", name=name)
+        crops = [images.official_crop(f) if driver.crop == "official" else images.resize_224(f) for f in raw]
+        for s in range(0, len(crops), chunk):
+            yield images.to_network(np.stack(crops[s:s + chunk]))
     if n == 0:
         raise InputError(f"{name}: no frames left after skipping {skip}; give a longer driver or lower skip_first.")
+
+
+def _chunks(it, size: int) -> Iterator[list]:
+    buf = []
+    for x in it:
+        buf.append(x)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
 
 
 def encode_driver(engine: Engine, driver: Driver, heads, num_frames: int, settings: RenderSettings,
@@ -108,11 +125,29 @@ def encode_driver(engine: Engine, driver: Driver, heads, num_frames: int, settin
     return engine.encode_drivers(batches, heads=heads, fps=settings.fps, progress=progress)
 
 
-def load_appearance_image(source, crop: str = "official") -> torch.Tensor:
-    """Appearance image (path or uint8 [H,W,3] RGB) -> network tensor [1,3,224,224]."""
+@dataclass
+class AppearanceInput:
+    """The portrait as the network sees it ([1,3,224,224]) and, when it was aligned, the original
+    picture (uint8 [H,W,3]) with its crop transform for paste-back."""
+
+    tensor: torch.Tensor
+    original: np.ndarray | None = None
+    crop_info: object | None = None
+
+
+def load_appearance_image(source, crop: str = "official", align: str = "none") -> AppearanceInput:
+    """Appearance image (path or uint8 [H,W,3] RGB) -> :class:`AppearanceInput`. ``align`` as in
+    :class:`Driver`."""
     rgb = images.read_image(source) if isinstance(source, (str, Path)) else np.asarray(source)
+    original, info = None, None
+    if align != "none":
+        from .faces import align_faces
+
+        original = rgb
+        (rgb,), info = align_faces(rgb[None], align, mode="image", name=str(source) if isinstance(source, (str, Path))
+                                   else "appearance image")
     rgb = images.official_crop(rgb) if crop == "official" else images.resize_224(rgb)
-    return images.to_network(rgb[None])
+    return AppearanceInput(images.to_network(rgb[None]), original, info)
 
 
 def mouth_windows(audio, settings: RenderSettings) -> torch.Tensor:
@@ -129,6 +164,7 @@ class Plan:
     appearance: Appearance
     motion: torch.Tensor
     factors: dict[str, Factor]
+    source: AppearanceInput | None = None
 
     @property
     def num_frames(self) -> int:
@@ -136,13 +172,15 @@ class Plan:
 
 
 def plan(engine: Engine, appearance, audio, drivers: dict[str, Driver | None], settings: RenderSettings,
-         progress: Callable[[str, int, int], None] | None = None) -> Plan:
+         align: str = "none") -> Plan:
     """Encodes everything and assembles the motion. ``drivers`` maps pose / eye / expression to a
-    :class:`Driver` or None (factor off). Drivers that share one source object are read once."""
+    :class:`Driver` or None (factor off). Drivers that share one source object are read once.
+    ``align`` applies to the appearance image (see :class:`Driver`)."""
     bad = [k for k in drivers if k not in DRIVER_HEADS]
     if bad:
         raise InputError(f"unknown driver factor(s) {bad}; use {DRIVER_HEADS}")
-    app = engine.encode_appearance(load_appearance_image(appearance))
+    source = load_appearance_image(appearance, align=align)
+    app = engine.encode_appearance(source.tensor)
     windows = mouth_windows(audio, settings)
     num = windows.shape[0]
     factors: dict[str, Factor] = {}
@@ -160,12 +198,23 @@ def plan(engine: Engine, appearance, audio, drivers: dict[str, Driver | None], s
               for k, f in factors.items()}
     motion = assemble_motion(num, **scaled, fit=settings.fit, post=settings.post,
                              blink=settings.blink, gaze=settings.gaze)
-    return Plan(app, motion, factors)
+    return Plan(app, motion, factors, source)
 
 
-def frames_u8(engine: Engine, p: Plan, settings: RenderSettings, progress: Callable[[int], None] | None = None,
+def frames_u8(engine: Engine, p: Plan, settings: RenderSettings, paste_back: bool = False,
+              progress: Callable[[int], None] | None = None,
               check_interrupt: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
-    """Generated frames as uint8 [b,224,224,3] RGB chunks (official truncating conversion)."""
+    """Generated frames as uint8 RGB chunks: [b,224,224,3] (official truncating conversion), or with
+    ``paste_back`` (needs an aligned appearance) the full original picture [b,H,W,3] with the face
+    blended in."""
+    if paste_back and (p.source is None or p.source.crop_info is None):
+        raise InputError("paste-back needs an aligned appearance image: set an alignment backend (e.g. dlib)")
     for chunk in engine.generate(p.appearance, p.motion, batch_size=settings.batch_size, noise=settings.noise,
                                  progress=progress, check_interrupt=check_interrupt):
-        yield images.network_to_u8(chunk)
+        u8 = images.network_to_u8(chunk)
+        if paste_back:
+            from .faces import paste_back as paste
+
+            full, _ = paste(p.source.original[None], u8, p.source.crop_info)
+            u8 = np.clip(np.rint(full * 255), 0, 255).astype(np.uint8)
+        yield u8

@@ -23,11 +23,11 @@ def _gen(seed: int, net: str, key: str) -> torch.Generator:
 
 def _plain_weight(shape, gain: float, g: torch.Generator) -> torch.Tensor:
     """N(0, gain/fan_in), each output unit's fan-in made zero-sum (keeps ReLU stacks centred)."""
-    z = torch.randn(shape, generator=g, dtype=torch.float64)
+    z = torch.randn(shape, generator=g)
     fan = z[0].numel()
     if fan > 1:
-        z = (z - z.flatten(1).mean(1).view(-1, *[1] * (z.dim() - 1))) * (fan / (fan - 1)) ** 0.5
-    return (z * (gain / fan) ** 0.5).float()
+        z.sub_(z.flatten(1).mean(1).view(-1, *[1] * (z.dim() - 1))).mul_((fan / (fan - 1)) ** 0.5)
+    return z.mul_((gain / fan) ** 0.5)
 
 
 def _encoder_tensor(net: str, key: str, module: nn.Module, shape, g: torch.Generator) -> torch.Tensor:
