@@ -1,0 +1,403 @@
+"""Builds example_workflows/*.json (the UI format the ComfyUI frontend saves) from the API-format
+graphs below, which are the one source of truth for the shipped workflows.
+
+    python scripts/build_workflows.py            # rewrite example_workflows/*.json
+    python scripts/build_workflows.py --check    # exit 1 if a shipped file differs from a fresh build
+
+The conversion runs in the real frontend (headless Chromium against a ComfyUI 0.3.75 started by
+tests/comfy_harness.py): ``app.loadApiJson`` builds the graph, the nodes are laid out in the
+columns given here, a Note with instructions is added, and ``app.graph.serialize()`` is what gets
+written, so widget order, upload widgets and link records are exactly what the frontend expects.
+Before writing, the result is converted back with :func:`ui_to_api` and by the frontend's own
+``graphToPrompt``; both must give the source graph again.
+
+Inputs the workflows name (images, speech, driving videos) are made by
+:func:`write_workflow_inputs` from samples/, for the tests and for trying the workflows.
+Importable without ComfyUI or a browser (GRAPHS, ui_to_api, write_workflow_inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+OUT_DIR = REPO / "example_workflows"
+
+CHECKPOINT = "checkpoints.tar"  # what users have after downloading the official checkpoints
+VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}  # frontend-only, never in a prompt
+
+# Files the workflows load from ComfyUI/input/: name -> how write_workflow_inputs makes it.
+INPUT_FILES = {
+    "anne.png": ("copy", "anne.png"),
+    "speech.mp3": ("copy", "speech.mp3"),
+    "pdfgc_pose.mp4": ("video", "drivers/pose"),
+    "pdfgc_eye.mp4": ("video", "drivers/eye"),
+    "pdfgc_expression.mp4": ("video", "drivers/expression"),
+    "pdfgc_expression.jpg": ("copy", "drivers/expression/000006.jpg"),
+}
+VIDEO_FPS = 25
+
+SETUP = ("Checkpoints: put the official PD-FGC checkpoints.tar (or a folder with the four .pth files, or a "
+         ".safetensors from `python -m pdfgc_core convert`) in ComfyUI/models/pdfgc/ and pick it in PD-FGC Load "
+         "Model. Faces: pre-aligned 224x224 crops like the samples, or run your pictures and videos through "
+         "PD-FGC Align Faces first.")
+
+
+def _model():
+    return {"class_type": "PDFGC_LoadModel", "inputs": {"checkpoint": CHECKPOINT, "precision": "auto",
+                                                         "generator_impl": "fast"}}
+
+
+def _combine(**factors):
+    inputs = {"length": 0, "fit": "loop", "match_fps": True, "post_process": True, "mouth_gain": 1.5,
+              "expression_gain": 1.2, "eye_gain": 1.2, "pose_gain": 1.0, "blink": True, "gaze": True}
+    inputs.update(factors)
+    return {"class_type": "PDFGC_CombineMotion", "inputs": inputs}
+
+
+def _driver(cls, video_node, model="1"):
+    return {"class_type": cls, "inputs": {"model": [model, 0], "images": [video_node, 0], "crop": "official",
+                                          "skip_first": 0, "fps": [video_node, 2]}}
+
+
+def _generate(appearance, motion):
+    return {"class_type": "PDFGC_Generate", "inputs": {"model": ["1", 0], "appearance": [appearance, 0],
+                                                       "motion": [motion, 0], "batch_size": 8, "noise": -1}}
+
+
+def _lips(audio):
+    return {"class_type": "PDFGC_EncodeLips", "inputs": {"model": ["1", 0], "audio": [audio, 0], "fps": 25.0,
+                                                         "quality": "official", "max_seconds": 0.0}}
+
+
+def _save_video(video, prefix):
+    return {"class_type": "SaveVideo", "inputs": {"video": [video, 0], "filename_prefix": prefix, "format": "auto",
+                                                  "codec": "auto"}}
+
+
+# name -> {"graph": API-format prompt, "columns": [[node ids top to bottom], ...], "note": text}
+GRAPHS: dict[str, dict] = {
+    "full_control": {
+        "note": ("PD-FGC full control: lips from speech, head pose, eyes and expression each from its own driving "
+                 "video. Any encoder can be removed (that factor becomes neutral) or replaced by a factor node "
+                 "(Strength, Mix, Hold Frame, Load Factor ...). The clip is as long as the speech; shorter driving "
+                 "videos loop (Combine Motion: fit).\n\n" + SETUP),
+        "columns": [["1", "2", "3"], ["4", "6", "8"], ["5", "7", "9"], ["10", "11", "12", "13", "14"],
+                    ["15", "16"], ["17", "18"]],
+        "graph": {
+            "1": _model(),
+            "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "speech.mp3"}},
+            "4": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_pose.mp4"}, "_meta": {"title": "Pose video"}},
+            "5": {"class_type": "GetVideoComponents", "inputs": {"video": ["4", 0]}},
+            "6": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_eye.mp4"}, "_meta": {"title": "Eye video"}},
+            "7": {"class_type": "GetVideoComponents", "inputs": {"video": ["6", 0]}},
+            "8": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_expression.mp4"},
+                  "_meta": {"title": "Expression video"}},
+            "9": {"class_type": "GetVideoComponents", "inputs": {"video": ["8", 0]}},
+            "10": {"class_type": "PDFGC_EncodeAppearance", "inputs": {"model": ["1", 0], "image": ["2", 0],
+                                                                      "crop": "official"}},
+            "11": _lips("3"),
+            "12": _driver("PDFGC_EncodePose", "5"),
+            "13": _driver("PDFGC_EncodeEyes", "7"),
+            "14": _driver("PDFGC_EncodeExpression", "9"),
+            "15": _combine(mouth=["11", 0], pose=["12", 0], eye=["13", 0], expression=["14", 0]),
+            "16": _generate("10", "15"),
+            "17": {"class_type": "CreateVideo", "inputs": {"images": ["16", 0], "fps": ["11", 2], "audio": ["3", 0]}},
+            "18": _save_video("17", "pdfgc/full_control"),
+        },
+    },
+    "lipsync_only": {
+        "note": ("PD-FGC lip-sync: the portrait speaks the audio; head pose, eyes and expression stay neutral "
+                 "(Combine Motion treats every factor that is not connected as zero).\n\n" + SETUP),
+        "columns": [["1", "2", "3"], ["4", "5"], ["6", "7"], ["8", "9"]],
+        "graph": {
+            "1": _model(),
+            "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "speech.mp3"}},
+            "4": {"class_type": "PDFGC_EncodeAppearance", "inputs": {"model": ["1", 0], "image": ["2", 0],
+                                                                     "crop": "official"}},
+            "5": _lips("3"),
+            "6": _combine(mouth=["5", 0]),
+            "7": _generate("4", "6"),
+            "8": {"class_type": "CreateVideo", "inputs": {"images": ["7", 0], "fps": ["5", 2], "audio": ["3", 0]}},
+            "9": _save_video("8", "pdfgc/lipsync"),
+        },
+    },
+    "expression_interpolation": {
+        "note": ("PD-FGC expression interpolation: the portrait moves smoothly from its own expression (a) to the "
+                 "expression of a reference picture (b) over 50 frames (Mix Factors, ramp). Change length, curve, "
+                 "start / end, or connect speech (Encode Lips -> Combine Motion mouth) to make it talk "
+                 "meanwhile.\n\n" + SETUP),
+        "columns": [["1", "2", "3"], ["4", "5", "6"], ["7", "8"], ["9", "10"], ["11"]],
+        "graph": {
+            "1": _model(),
+            "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}, "_meta": {"title": "Portrait"}},
+            "3": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_expression.jpg"},
+                  "_meta": {"title": "Expression reference"}},
+            "4": {"class_type": "PDFGC_EncodeAppearance", "inputs": {"model": ["1", 0], "image": ["2", 0],
+                                                                     "crop": "official"}},
+            "5": {"class_type": "PDFGC_EncodeExpression", "inputs": {"model": ["1", 0], "images": ["2", 0],
+                                                                     "crop": "official", "skip_first": 0,
+                                                                     "fps": 25.0},
+                  "_meta": {"title": "Expression a (portrait)"}},
+            "6": {"class_type": "PDFGC_EncodeExpression", "inputs": {"model": ["1", 0], "images": ["3", 0],
+                                                                     "crop": "official", "skip_first": 0,
+                                                                     "fps": 25.0},
+                  "_meta": {"title": "Expression b (reference)"}},
+            "7": {"class_type": "PDFGC_MixFactors", "inputs": {"a": ["5", 0], "b": ["6", 0], "mode": "ramp", "t": 0.5,
+                                                               "start": 0.0, "end": 1.0, "curve": "smoothstep",
+                                                               "length": 50, "fit": "hold"}},
+            "8": _combine(expression=["7", 0]),
+            "9": _generate("4", "8"),
+            "10": {"class_type": "CreateVideo", "inputs": {"images": ["9", 0], "fps": 25.0}},
+            "11": _save_video("10", "pdfgc/expression_interpolation"),
+        },
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# UI format -> API format (what the frontend's graphToPrompt does, for the workflows built here)
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    """API-format prompt of a UI-format workflow: links become ``[source id, output index]``, widget
+    values are matched to the inputs by the node's widget slots (``inputs[i].widget.name``, in
+    ``widgets_values`` order); values of frontend-only widgets (upload buttons, previews) are
+    dropped, as are frontend-only nodes (Note, ...) and muted / bypassed nodes (mode 2 / 4).
+    Titles that differ from the node's display name go to ``_meta``."""
+    links = {link[0]: link for link in workflow.get("links", [])}
+    prompt = {}
+    for node in workflow["nodes"]:
+        kind = node["type"]
+        if kind in VIRTUAL_NODES or node.get("mode", 0) in (2, 4):
+            continue
+        if kind not in object_info:
+            raise KeyError(f"node {node['id']}: unknown node type {kind!r}")
+        info = object_info[kind]
+        order = info.get("input_order", {})
+        known = [*order.get("required", []), *order.get("optional", [])]
+        widgets = [slot["widget"]["name"] for slot in node.get("inputs", []) if slot.get("widget")]
+        values = dict(zip(widgets, node.get("widgets_values") or []))
+        inputs = {}
+        for name in known:
+            slot = next((s for s in node.get("inputs", []) if s["name"] == name), None)
+            if slot is not None and slot.get("link") is not None:
+                _, src, src_slot, *_ = links[slot["link"]]
+                inputs[name] = [str(src), src_slot]
+            elif name in values:
+                inputs[name] = values[name]
+        entry = {"class_type": kind, "inputs": inputs}
+        if node.get("title") and node["title"] != info.get("display_name", kind):
+            entry["_meta"] = {"title": node["title"]}
+        prompt[str(node["id"])] = entry
+    return prompt
+
+
+def normalise(prompt: dict) -> dict:
+    """A prompt for comparison: numbers as floats, no _meta."""
+    def value(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return v
+        return float(v)
+    return {k: {"class_type": n["class_type"], "inputs": {i: value(v) for i, v in n["inputs"].items()}}
+            for k, n in prompt.items()}
+
+
+def api_prompt(name: str, **overrides) -> dict:
+    """A deep copy of GRAPHS[name]["graph"]; ``overrides`` maps "node id.input" to a new value."""
+    prompt = json.loads(json.dumps(GRAPHS[name]["graph"]))
+    for key, v in overrides.items():
+        node, _, inp = key.partition(".")
+        prompt[node]["inputs"][inp] = v
+    return prompt
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def write_workflow_inputs(dest: str | Path, names=None, max_video_frames: int | None = None) -> list[str]:
+    """Writes the files the workflows load (INPUT_FILES, or only ``names``) into ``dest`` (e.g.
+    ComfyUI/input/): sample pictures and speech copied, driving videos encoded at 25 fps from the
+    sample frame folders (H.264, no sound; at most ``max_video_frames`` frames). Existing files
+    are kept. Returns the names."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (how, src) in INPUT_FILES.items():
+        if names is not None and name not in names:
+            continue
+        target = dest / name
+        if not target.is_file():
+            if how == "copy":
+                shutil.copyfile(SAMPLES / src, target)
+            else:
+                from pdfgc_core import media
+
+                with media.Mp4Writer(target, VIDEO_FPS, crf=12, preset="veryfast") as w:
+                    w.write(media.read_frames(SAMPLES / src, stop=max_video_frames))
+        written.append(name)
+    return written
+
+
+def workflow_inputs() -> dict[str, list[str]]:
+    """{workflow name: input file names it loads}."""
+    out = {}
+    for name, spec in GRAPHS.items():
+        vals = {v for node in spec["graph"].values() for v in node["inputs"].values() if isinstance(v, str)}
+        out[name] = sorted(vals & set(INPUT_FILES))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Building in the frontend
+
+BUILD_JS = """
+const [apiText, columnsText, note, done] = [arguments[0], arguments[1], arguments[2], arguments[arguments.length - 1]];
+(async () => {
+  try {
+    const api = JSON.parse(apiText), columns = JSON.parse(columnsText);
+    await window.app.loadApiJson(api, "build");
+    const graph = window.app.graph;
+    const missing = graph.nodes.filter(n => !LiteGraph.registered_node_types[n.type]).map(n => n.type);
+    const noteNode = LiteGraph.createNode("Note");
+    noteNode.widgets[0].value = note;
+    noteNode.size = [330, 260];
+    graph.add(noteNode);
+    const GAP = 40, COL = 60;
+    const ROOM = {LoadImage: 320, LoadVideo: 300};  // previews appear once the file is there
+    for (const n of graph.nodes) {
+      if (ROOM[n.type]) n.size = [Math.max(n.size[0], 300), Math.max(n.size[1], ROOM[n.type])];
+    }
+    let x = 20, bottom = 0;
+    columns.forEach((ids, c) => {
+      const nodes = ids.map(id => graph.getNodeById(+id));
+      if (c === 0) nodes.unshift(noteNode);
+      let y = 40, width = 0;
+      for (const n of nodes) {
+        n.pos = [x, y];
+        y += n.size[1] + GAP + LiteGraph.NODE_TITLE_HEIGHT;
+        width = Math.max(width, n.size[0]);
+      }
+      bottom = Math.max(bottom, y);
+      x += width + COL;
+    });
+    const scale = Math.min(1, 1800 / x, 950 / bottom);
+    graph.extra.ds = {scale: Math.round(scale * 100) / 100, offset: [20, 40]};
+    graph.setDirtyCanvas(true, true);
+    const serialized = graph.serialize();
+    const prompt = (await window.app.graphToPrompt()).output;
+    done({missing: missing, workflow: serialized, prompt: prompt});
+  } catch (e) {
+    done({error: String((e && e.stack) || e)});
+  }
+})();
+"""
+
+
+def _strip_nulls(value):
+    if isinstance(value, dict):
+        return {k: _strip_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_nulls(v) for v in value]
+    return value
+
+
+def _rounded(value):
+    """Positions and sizes to whole pixels (stable files)."""
+    if isinstance(value, float):
+        return round(value, 2)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
+def build_all(log=print) -> dict[str, dict]:
+    """{name: UI-format workflow} built in the frontend of a temporary ComfyUI server."""
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from comfy_harness import ComfyServer, ensure_chromium, ensure_comfyui
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, chromedriver = ensure_chromium()
+    with tempfile.TemporaryDirectory(prefix="pdfgc-build-") as tmp:
+        server = ComfyServer(ensure_comfyui(), Path(tmp))
+        with server:
+            object_info = server.object_info()
+            options = webdriver.ChromeOptions()
+            options.binary_location = chromium
+            for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-dev-shm-usage", "--window-size=1600,1000"):
+                options.add_argument(arg)
+            driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+            try:
+                driver.set_script_timeout(120)
+                driver.get(server.url)
+                WebDriverWait(driver, 120, poll_frequency=0.25).until(
+                    lambda d: d.execute_script("return !!(window.app && window.app.graph && window.LiteGraph)"))
+                built = {}
+                for name, spec in GRAPHS.items():
+                    res = driver.execute_async_script(BUILD_JS, json.dumps(spec["graph"]),
+                                                      json.dumps(spec["columns"]), spec["note"])
+                    if "error" in res:
+                        raise RuntimeError(f"{name}: the frontend failed: {res['error']}")
+                    if res["missing"]:
+                        raise RuntimeError(f"{name}: node types unknown to the frontend: {res['missing']}")
+                    workflow = _rounded(_strip_nulls(res["workflow"]))
+                    source = normalise(spec["graph"])
+                    for how, prompt in (("graphToPrompt", res["prompt"]), ("ui_to_api", ui_to_api(workflow, object_info))):
+                        got = normalise(prompt)
+                        for node in got.values():  # frontend-only widgets the frontend puts in prompts
+                            node["inputs"].pop("audioUI", None)
+                        if got != source:
+                            raise RuntimeError(f"{name}: {how} of the built workflow differs from the source graph:\n"
+                                               f"{json.dumps(got, indent=1)}\nsource:\n{json.dumps(source, indent=1)}")
+                    built[name] = workflow
+                    log(f"built {name}: {len(workflow['nodes'])} nodes, {len(workflow['links'])} links")
+                return built
+            finally:
+                driver.quit()
+
+
+def dumps(workflow: dict) -> str:
+    return json.dumps(workflow, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="compare with the shipped files instead of writing")
+    args = ap.parse_args(argv)
+    built = build_all()
+    stale = []
+    for name, workflow in built.items():
+        path = OUT_DIR / f"{name}.json"
+        text = dumps(workflow)
+        if args.check:
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                stale.append(path.name)
+        else:
+            OUT_DIR.mkdir(exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path.relative_to(REPO)}")
+    if stale:
+        print(f"out of date (run python scripts/build_workflows.py): {', '.join(stale)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
