@@ -380,7 +380,11 @@ def iter_mel_windows(mel, fps: float = OFFICIAL_FPS, batch_size: int = 8, start:
 def _as_waveform(waveform) -> np.ndarray:
     """Validate a user waveform -> float32 [C, N] (numpy); integers are scaled to [-1, 1]."""
     if torch.is_tensor(waveform):
-        waveform = waveform.detach().cpu().numpy()
+        t = waveform.detach().cpu()
+        try:
+            waveform = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+        except TypeError:  # dtypes numpy lacks (float8, complex32, ...)
+            raise InputError(f"audio waveform has dtype {t.dtype}; expected float samples in [-1, 1].") from None
     try:
         x = np.asarray(waveform)
     except Exception as exc:
@@ -453,7 +457,11 @@ def prepare_waveform(waveform, sample_rate: int, quality: str = "official", max_
     dc = float(np.mean(wave, dtype=np.float64))
     if remove_dc:
         wave = wave - np.float32(dc)
-    rms = float(clip_rms(wave))
+    with np.errstate(over="ignore", invalid="ignore"):
+        rms = float(clip_rms(wave))
+    if not math.isfinite(rms):
+        raise InputError(f"audio samples are far outside [-1, 1] (peak {float(np.max(np.abs(wave))):.3g}): their power "
+                         "overflows float32. Scale the waveform to [-1, 1] (integer PCM: divide by its full scale).")
     if rms <= SILENCE_RMS:
         raise InputError(f"audio is silent (RMS {rms:.2e} <= {SILENCE_RMS:g}, about -80 dBFS), so it cannot drive "
                          "the lips. To render without lip motion, zero the mouth factor instead of feeding silence.")

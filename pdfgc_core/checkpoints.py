@@ -353,6 +353,10 @@ def read_state_dicts(path) -> tuple[dict[str, tuple[str, dict]], str, dict]:
 # --------------------------------------------------------------------------- validation
 
 
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
 def _clean(net: str, where: str, sd: dict, model_keys: dict, report: LoadReport) -> dict:
     """Checks ``sd`` against the model's expected keys and shapes; returns the tensors to load."""
     sd = dict(sd)
@@ -391,13 +395,15 @@ def _clean(net: str, where: str, sd: dict, model_keys: dict, report: LoadReport)
         if k not in sd:
             continue
         t = sd[k]
-        if dtype.is_floating_point != t.dtype.is_floating_point or t.dtype in (torch.bool, torch.complex64):
+        ok = t.dtype in _FLOAT_DTYPES if dtype.is_floating_point else t.dtype in _INT_DTYPES
+        if not ok:
             raise CheckpointError(f"{where}: tensor {k} has dtype {t.dtype}, expected {dtype}; the file is "
                                   f"damaged or not a PD-FGC checkpoint.")
+        t = t.to(dtype)
         if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{where}: tensor {k} contains NaN or infinite values; the checkpoint is "
-                                  f"corrupted. Download it again.")
-        out[k] = t.to(dtype)
+            raise CheckpointError(f"{where}: tensor {k} contains NaN or infinite values (or values too large for "
+                                  f"{dtype}); the checkpoint is corrupted. Download it again.")
+        out[k] = t
     for k, expected in consts.items():
         if k in sd and (sd[k].shape != expected.shape or not torch.allclose(sd[k].float(), expected, atol=1e-6)):
             report.warn(f"{where}: constant buffer {k} differs from the standard blur kernel; the official code "
