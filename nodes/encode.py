@@ -12,10 +12,12 @@ try:
     from ..pdfgc_core import audio as core_audio
     from ..pdfgc_core.errors import InputError
     from ..pdfgc_core.images import CROPS
+    from ..pdfgc_core.render import AUDIO_LEAD_SECONDS
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
     from pdfgc_core import audio as core_audio
     from pdfgc_core.errors import InputError
     from pdfgc_core.images import CROPS
+    from pdfgc_core.render import AUDIO_LEAD_SECONDS
 
 CROP_INPUT = (list(CROPS), {
     "default": "official",
@@ -75,14 +77,18 @@ class PDFGC_EncodeAppearance:
 class PDFGC_EncodeLips:
     DESCRIPTION = ("Encodes speech into the mouth factor: one frame of lip motion per 1/fps seconds of audio "
                    "(official: 25 fps, 16 kHz mel windows of 0.2 s). The audio is normalised in loudness as the "
-                   "official code does; silent audio is refused (zero the mouth factor instead).")
+                   "official code does; silent audio is refused (zero the mouth factor instead). Use its audio output "
+                   "in Create Video: it is shifted to line up with the lips.")
     CATEGORY = f"{CATEGORY}/encode"
     FUNCTION = "encode"
-    RETURN_TYPES = (FACTOR, "INT", "FLOAT")
-    RETURN_NAMES = ("mouth", "frame_count", "fps")
+    RETURN_TYPES = (FACTOR, "INT", "FLOAT", "AUDIO")
+    RETURN_NAMES = ("mouth", "frame_count", "fps", "audio")
     OUTPUT_TOOLTIPS = ("The mouth factor (500 values per frame).",
                        "Number of output frames the audio gives.",
-                       "The frame rate, to wire into Create Video.")
+                       "The frame rate, to wire into Create Video.",
+                       f"The audio with its first {AUDIO_LEAD_SECONDS:g} s removed, for Create Video: each frame "
+                       f"shows the mouth of the sound {AUDIO_LEAD_SECONDS:g} s later, so this puts sound and lips in "
+                       "sync, as in the official videos.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -120,7 +126,9 @@ class PDFGC_EncodeLips:
         check_interrupt()
         progress = Progress(windows.shape[0])
         mouth = model.engine().encode_mouth(windows, fps=float(fps), progress=progress_cb(progress))
-        return (mouth, len(mouth), float(fps))
+        lead = int(round(AUDIO_LEAD_SECONDS * int(audio["sample_rate"])))
+        synced = {**audio, "waveform": wave[..., lead:]}
+        return (mouth, len(mouth), float(fps), synced)
 
 
 class _EncodeDriver:

@@ -167,6 +167,8 @@ def test_example_workflow_runs_and_equals_core(server, object_info, engine, path
     for node_id, node in list(prompt.items()):
         if node["class_type"] in ("LoadImage", "LoadAudio", "GetVideoComponents"):
             tap(prompt, node_id)
+        if node["class_type"] == "PDFGC_EncodeLips":
+            tap(prompt, node_id, 3)
     t0 = time.monotonic()
     pid = server.queue(prompt)
     entry = server.wait(pid, timeout=600)
@@ -179,6 +181,16 @@ def test_example_workflow_runs_and_equals_core(server, object_info, engine, path
     assert frames.shape == expected.shape and frames.shape[1:] == (224, 224, 3)
     assert torch.equal(frames, expected), f"max abs diff {(frames - expected).abs().max():.3g}"
     n = frames.shape[0]
+
+    if any(n["class_type"] == "PDFGC_EncodeLips" for n in prompt.values()):  # the sound for the video starts 0.08 s in, lined up with the lips
+        from pdfgc_core.render import AUDIO_LEAD_SECONDS
+
+        lips = node_of(prompt, "PDFGC_EncodeLips")
+        loaded = taps[f"tap_{prompt[lips]['inputs']['audio'][0]}_0"]
+        synced = taps[f"tap_{lips}_3"]
+        lead = round(AUDIO_LEAD_SECONDS * loaded["sample_rate"])
+        assert torch.equal(synced["waveform"], loaded["waveform"][..., lead:])
+        assert prompt[node_of(prompt, "CreateVideo")]["inputs"]["audio"] == [lips, 3]
 
     values = progress_values(server, pid, gen)
     assert values and values[-1] == n and values == sorted(values), values

@@ -38,7 +38,8 @@ INTERFACE = {
     "PDFGC_EncodeAppearance": (['model', 'image', 'crop'], [], ['appearance']),
     "PDFGC_EncodeExpression": (['model', 'images', 'crop', 'skip_first', 'fps'], [], ['expression']),
     "PDFGC_EncodeEyes": (['model', 'images', 'crop', 'skip_first', 'fps'], [], ['eye']),
-    "PDFGC_EncodeLips": (['model', 'audio', 'fps', 'quality', 'max_seconds'], [], ['mouth', 'frame_count', 'fps']),
+    "PDFGC_EncodeLips": (['model', 'audio', 'fps', 'quality', 'max_seconds'], [], ['mouth', 'frame_count', 'fps',
+                                                                                  'audio']),
     "PDFGC_EncodeMotion": (['model', 'images', 'crop', 'skip_first', 'fps'], [], ['pose', 'eye', 'expression']),
     "PDFGC_EncodePose": (['model', 'images', 'crop', 'skip_first', 'fps'], [], ['pose']),
     "PDFGC_FactorStrength": (['factor', 'strength'], [], ['factor']),
@@ -294,21 +295,26 @@ def test_load_model_wraps_networks_for_comfy_and_warns_about_synthetic(folders, 
 
 def test_encode_appearance_equals_core_from_the_file(handle, engine, portrait):
     (app,) = encode.PDFGC_EncodeAppearance().encode(handle, torch.cat([portrait, portrait * 0]), "official")
-    ref = engine.encode_appearance(render.load_appearance_image(SAMPLES / "anne.png"))
+    official = images.to_network(images.official_crop(images.read_image(SAMPLES / "anne.png"))[None])
+    ref = engine.encode_appearance(official)  # the official loader, from the file
     assert isinstance(app, Appearance)
     assert torch.equal(app.id_vector, ref.id_vector) and torch.equal(app.id_map, ref.id_map)
     (plain,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "none")
-    assert torch.equal(plain.id_vector, engine.encode_appearance(render.load_appearance_image(
-        SAMPLES / "anne.png", crop="none")).id_vector)
+    resized = images.to_network(images.resize_224(images.read_image(SAMPLES / "anne.png"))[None])
+    assert torch.equal(plain.id_vector, engine.encode_appearance(resized).id_vector)
 
 
 def test_encode_lips_equals_core(handle, engine, speech, comfy):
-    mouth, count, fps = encode.PDFGC_EncodeLips().encode(handle, speech, 25.0, "official", 0.4)
+    mouth, count, fps, synced = encode.PDFGC_EncodeLips().encode(handle, speech, 25.0, "official", 0.4)
     windows = render.mouth_windows(SAMPLES / "speech.mp3", render.RenderSettings(max_seconds=0.4))
     ref = engine.encode_mouth(windows, fps=25.0)
     assert same(mouth, ref) and count == len(ref) == 7 and fps == 25.0
     assert comfy.bars[-1].value == comfy.bars[-1].total == count
-    mouth30, count30, _ = encode.PDFGC_EncodeLips().encode(handle, speech, 30.0, "official", 0.4)
+    # the sound for the video starts 2 frames (0.08 s) in, as the official videos and the CLI
+    lead = round(render.AUDIO_LEAD_SECONDS * speech["sample_rate"])
+    assert lead == round(2 / 25 * 44100) and synced["sample_rate"] == speech["sample_rate"]
+    assert torch.equal(synced["waveform"], speech["waveform"][..., lead:])
+    mouth30, count30, _, _ = encode.PDFGC_EncodeLips().encode(handle, speech, 30.0, "official", 0.4)
     assert mouth30.fps == 30.0 and count30 > count
 
 
