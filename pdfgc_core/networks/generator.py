@@ -44,6 +44,11 @@ class Generator(nn.Module):
     maps [1, 1, r, r]; they are the deterministic default noise (conv1 -> noise_0,
     convs[k] -> noise_{k+1}).
 
+    The fast path keeps derived copies of the conv weights (in the activations' layout and
+    dtype, plus the demodulation's weight energies), rebuilt when a weight's storage or version
+    changes (``load_state_dict``, ``.to()``); writes through ``.data`` bypass the version
+    counter, so call :meth:`clear_fast_cache` after those.
+
     ``fast_memory_format`` is the activation layout of the fast path: channels_last (default;
     faster for these convolutions on CPU, see benchmarks/bench_generator.py --layouts, and the
     layout tensor cores want on CUDA) or ``torch.contiguous_format``.
@@ -69,6 +74,11 @@ class Generator(nn.Module):
         for i, r in enumerate(NOISE_SIZES):
             self.noises.register_buffer(f"noise_{i}", torch.zeros(1, 1, r, r))
 
+    def clear_fast_cache(self) -> None:
+        """Drop the fast path's derived weight copies (they are rebuilt on the next call)."""
+        for module in self.modules():
+            module.__dict__.pop("_fast_cache", None)
+
     def stored_noise(self) -> list[torch.Tensor]:
         """The 11 stored noise maps [1, 1, r, r], in layer order."""
         return [getattr(self.noises, f"noise_{i}") for i in range(NUM_NOISES)]
@@ -77,7 +87,7 @@ class Generator(nn.Module):
         """11 fresh N(0, 1) maps [1, 1, r, r] float32 from ``generator`` (on its device), in layer order."""
         return [torch.randn(1, 1, r, r, generator=generator, device=generator.device) for r in NOISE_SIZES]
 
-    def _resolve_noise(self, noise, batch: int, device) -> list[torch.Tensor]:
+    def _resolve_noise(self, noise, batch: int, device, dtype) -> list[torch.Tensor]:
         if noise is None:
             maps = self.stored_noise()
         elif isinstance(noise, torch.Generator):
@@ -98,7 +108,7 @@ class Generator(nn.Module):
         else:
             raise InputError(f"generator noise: got {type(noise).__name__}; pass None (stored noise), "
                              "a torch.Generator (seeded random noise) or a list of 11 tensors")
-        return [n.to(device) for n in maps]
+        return [n.to(device=device, dtype=dtype) for n in maps]
 
     def _check_inputs(self, id_map: torch.Tensor, style: torch.Tensor) -> int:
         if not torch.is_tensor(style) or style.dim() != 2 or style.shape[1] != self.style_dim:
@@ -139,7 +149,7 @@ class Generator(nn.Module):
         dtype = torch.float32 if autocast else weight.dtype
         x = id_map.to(device=weight.device, dtype=dtype).expand(b, -1, -1, -1)
         style = style.to(device=weight.device, dtype=dtype)
-        noises = self._resolve_noise(noise, b, weight.device)
+        noises = self._resolve_noise(noise, b, weight.device, dtype)
         x = x.contiguous(memory_format=self.fast_memory_format if impl == "fast" else torch.contiguous_format)
 
         internals = {}

@@ -4,7 +4,7 @@
 modulated, demodulated weight and the batch runs as one grouped convolution. ``impl="fast"``
 computes the same function without grouped convolution: the activations are scaled per input
 channel, convolved with the single shared weight, and the outputs are scaled per sample by the
-demodulation factor. The two agree to float32 rounding (about 1e-6 on the images).
+demodulation factor. The two agree to float32 rounding (a few 1e-6 on the images).
 
 Layout: feature maps are [B, C, H, W] (either memory format); styles are [B, style_dim] float.
 Parameter names and shapes match the official checkpoint (see ``schema.json``); the blur
@@ -77,6 +77,12 @@ def upsample_depthwise(x: torch.Tensor, kernel: torch.Tensor, pad) -> torch.Tens
     c = x.shape[1]
     weight = kernel.to(x.dtype).expand(c, 1, *kernel.shape)
     return F.conv_transpose2d(x, weight, stride=2, padding=k - 1 - p0, groups=c)
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """channels_last if ``x`` is stored that way, else contiguous_format."""
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
 
 
 class EqualLinear(nn.Module):
@@ -202,9 +208,13 @@ class ModulatedConv2d(nn.Module):
             hit = cache[name] = (key, build())
         return hit[1]
 
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__.pop("_fast_cache", None)  # .to() / .cuda() / .half(): drop derived copies
+        return super()._apply(fn, *args, **kwargs)
+
     def weight_energy(self) -> torch.Tensor:
         """``scale^2 * sum_{k,k} W^2``: [out, in] float32, the demodulation's weight term."""
-        return self._cached("energy", lambda: self.weight[0].detach().float().square().sum((2, 3)) * (self.scale**2))
+        return self._cached("energy", lambda: self.weight[0].float().square().sum((2, 3)) * (self.scale**2))
 
     def fast_weight(self, dtype: torch.dtype, memory_format: torch.memory_format) -> torch.Tensor:
         """The shared convolution weight in the activations' dtype and layout: [out, in, k, k],
@@ -235,8 +245,7 @@ class ModulatedConv2d(nn.Module):
         factor = self.output_scale(s) * gain
         s = s.to(x.dtype).view(b, self.in_channel, 1, 1)
         x = x.mul_(s) if overwrite_input else x * s
-        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        weight = self.fast_weight(x.dtype, layout)
+        weight = self.fast_weight(x.dtype, _layout(x))
         if self.upsample:
             out = F.conv_transpose2d(x, weight, padding=0, stride=2)
             out = self.blur(out, impl="fast")
@@ -292,8 +301,9 @@ class StyledConv(nn.Module):
         # positively homogeneous); in-place epilogue, no full-size temporaries.
         act = self.activate
         out = self.conv.forward_fast(x, style, gain=act.scale, overwrite_input=overwrite_input)
-        shift = (self.noise.weight * noise.to(self.noise.weight.dtype) + act.bias) * act.scale
-        out.add_(shift.to(out.dtype))
+        # two broadcast adds of small operands: cheaper than materialising a [1, C, H, W] shift
+        out.add_((self.noise.weight * act.scale * noise.to(self.noise.weight.dtype)).to(out.dtype))
+        out.add_((act.bias * act.scale).to(out.dtype))
         return F.leaky_relu_(out, act.negative_slope)
 
 
@@ -328,7 +338,7 @@ class ToRGB(nn.Module):
         s = conv.modulation.forward_fp32(style)  # [B, in]
         weight = (conv.weight[0, :, :, 0, 0].float() * conv.scale)[None] * s[:, None, :]  # [B, 3, in]
         weight = weight.to(x.dtype)
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        if _layout(x) == torch.channels_last:
             out = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), weight.transpose(1, 2))
             return out.view(b, h, w, -1).permute(0, 3, 1, 2)
         out = torch.bmm(weight, x.reshape(b, c, h * w))
