@@ -110,7 +110,13 @@ def _run_render(args, allow_synthetic: bool) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     models = get_models(args.checkpoint, allow_synthetic)
-    engine = render.Engine(models, device=device, precision=args.precision)
+    try:
+        engine = render.Engine(models, device=device, precision=args.precision)
+    except PDFGCError:
+        raise
+    except (RuntimeError, AssertionError, ValueError) as e:  # unknown or unavailable device
+        raise PDFGCError(f"--device {device}: cannot use this device ({str(e).splitlines()[0][:200]}). "
+                         f"Use cpu, or cuda / cuda:N on a machine with a CUDA build of PyTorch.") from None
     settings = render.RenderSettings(
         fps=args.fps, audio_quality=args.audio_quality, max_seconds=args.seconds,
         strengths={"mouth": args.mouth_strength, "pose": args.pose_strength, "eye": args.eye_strength,

