@@ -865,6 +865,17 @@ def is_ui_workflow(data: Any) -> bool:
     return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
 
 
+def build_workflows_module():
+    """scripts/build_workflows.py as a module (the single source of the example workflows and of
+    the input files they load)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_workflows", REPO / "scripts" / "build_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def stage_inputs(server: ComfyServer, api_prompt: dict, roots: tuple[Path, ...] = (REPO / "samples",)) -> list[str]:
     """Copy every file an API-format graph names by a string input (e.g. LoadImage's "image")
     from ``roots`` (matched by relative path, then by file name) into the server's input/."""

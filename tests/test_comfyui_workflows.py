@@ -10,7 +10,6 @@ with our messages. Clips are kept to a few frames: the generator costs about 1 s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from pdfgc_core import audio as core_audio, factors as F, images
 from pdfgc_core.checkpoints import load_models
 from pdfgc_core.pipeline import Engine
+from comfy_harness import build_workflows_module
 
 pytestmark = pytest.mark.comfyui
 
@@ -32,14 +32,7 @@ VIDEO_FRAMES = 8   # frames of each driving video
 TAP = "PDFGCHarnessSaveTensor"
 
 
-def _load_build_workflows():
-    spec = importlib.util.spec_from_file_location("build_workflows", REPO / "scripts" / "build_workflows.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bw = _load_build_workflows()
+bw = build_workflows_module()
 
 
 @pytest.fixture(scope="module")

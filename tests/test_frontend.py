@@ -68,8 +68,9 @@ def load_in_frontend(browser, workflow: dict) -> dict:
 
 
 def assert_loads_and_is_accepted(browser, server, workflow: dict, name: str) -> None:
-    from comfy_harness import stage_inputs
+    from comfy_harness import build_workflows_module, stage_inputs
 
+    build_workflows_module().write_workflow_inputs(server.input_dir)  # driver videos the workflows load
     result = load_in_frontend(browser, workflow)
     assert result["nodes"] == len(workflow["nodes"])
     assert result["missing"] == [], f"{name}: node types unknown to the frontend: {result['missing']}"
