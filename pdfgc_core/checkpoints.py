@@ -136,8 +136,31 @@ against a crafted or decompression-bomb archive."""
 
 _BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
+SAFE_TORCH_FOR_PICKLES = (2, 10)
+"""Oldest PyTorch whose ``weights_only`` unpickler has no published bypass: code execution through
+``weights_only=True`` was fixed in 2.6.0 (CVE-2025-32434) and memory corruption in 2.10.0
+(CVE-2026-24747). Older versions refuse ``.pth`` files unless :data:`TRUST_PTH_ENV` is 1."""
+TRUST_PTH_ENV = "PDFGC_TRUST_PTH"
 
-def _first_line(e: BaseException, limit: int = 200) -> str:
+
+def _torch_version() -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", str(torch.__version__))
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def _check_pickle_safety(where: str) -> None:
+    if _torch_version() >= SAFE_TORCH_FOR_PICKLES or os.environ.get(TRUST_PTH_ENV) == "1":
+        return
+    need = ".".join(map(str, SAFE_TORCH_FOR_PICKLES))
+    raise CheckpointError(
+        f"{where}: refused to load: PyTorch {torch.__version__} cannot read .pth files safely (its weights_only "
+        f"loader has published code-execution bypasses, fixed in {need}). Upgrade PyTorch to {need} or newer, or "
+        f"convert the official files to .safetensors on a machine that has it (`python -m pdfgc_core convert`). "
+        f"If you trust this file completely (downloaded from the authors yourself), set {TRUST_PTH_ENV}=1."
+    )
+
+
+def _first_line(e: BaseException | str, limit: int = 200) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return lines[0][:limit] if lines else "no detail"
 
@@ -157,6 +180,7 @@ def _zip_damage(data) -> str | None:
 
 
 def _torch_load(data, where: str) -> dict:
+    _check_pickle_safety(where)
     bad_member = _zip_damage(data)
     if bad_member is not None:
         raise CheckpointError(f"{where}: is corrupted: the bytes of {bad_member!r} inside it do not match their "
@@ -174,7 +198,7 @@ def _torch_load(data, where: str) -> dict:
             ) from None
         raise CheckpointError(
             f"{where}: refused to load. It is not a plain tensor checkpoint that can be read safely (the safe "
-            f"reader stopped: {' '.join(str(e).split('WeightsUnpickler error:')[-1].split())[:160]}); it is "
+            f"reader stopped: {_first_line(str(e).split('WeightsUnpickler error:')[-1], 120)}); it is "
             f"corrupted, or it holds Python objects that are never unpickled here. Download it again."
         ) from None
     except Exception as e:  # torch raises RuntimeError/EOFError/ValueError/... for damaged archives

@@ -498,3 +498,17 @@ def test_cli_reports_checkpoint_errors(official, tmp_path, capsys):
     assert cli_main(["convert", str(tmp_path / "missing"), str(tmp_path / "out.safetensors")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert not (tmp_path / "out.safetensors").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_old_pytorch_refuses_pth(official, tmp_path, monkeypatch):
+    """PyTorch < 2.10 has published weights_only bypasses: .pth files are refused there unless the user
+    opts in; .safetensors files are unaffected."""
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cu121")
+    d = variant(tmp_path, official, audio=b"not read")
+    msg = expect_error(d, "audio_model.pth", "PyTorch 2.5.1+cu121", "Upgrade PyTorch to 2.10", "PDFGC_TRUST_PTH=1")
+    assert "convert" in msg
+    monkeypatch.setenv("PDFGC_TRUST_PTH", "1")
+    msg = expect_error(d, "audio_model.pth", "Download it again")  # opted in: the file is read (and is junk)
+    assert "PyTorch 2.5.1" not in msg
+    p = _st(tmp_path / "v.safetensors", {"audio.w": torch.zeros(1)}, {"format": FORMAT_NAME, "format_version": "9"})
+    expect_error(p, "format version '9'")  # safetensors never goes through the pickle gate

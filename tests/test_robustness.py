@@ -436,3 +436,20 @@ def test_progress_callback_exception_stops_generation(engine):
     after = live_tensor_mb()
     print(f"\nlive tensors before {before:.1f} MB, after the interrupted generation {after:.1f} MB")
     assert abs(after - before) < 1.0
+
+
+# --------------------------------------------------------------------------- the documented table
+
+
+def test_docs_table_names_real_tests():
+    """docs/BAD_INPUTS.md names only tests that exist, and every test here has a row."""
+    import re
+
+    doc = (REPO / "docs" / "BAD_INPUTS.md").read_text()
+    named = set(re.findall(r"`(?:tests/(test_\w+)\.py::)?(test_\w+)`", doc))
+    sources = {f: (REPO / "tests" / f"{f}.py").read_text() for f in ("test_robustness", "test_checkpoints", "test_fuzz")}
+    for file, name in named:
+        candidates = [file] if file else list(sources)
+        assert any(re.search(rf"^def {name}\(", sources[f], re.M) for f in candidates), f"{name} is not a test"
+    here = set(re.findall(r"^def (test_\w+)\(", sources["test_robustness"], re.M)) - {"test_docs_table_names_real_tests"}
+    assert here <= {name for _, name in named}, f"tests without a row: {here - {n for _, n in named}}"
