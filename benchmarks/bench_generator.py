@@ -4,10 +4,12 @@
     python benchmarks/bench_generator.py --batches 1 8 --repeats 5 --threads 2
     python benchmarks/bench_generator.py --layouts            # also: fast path NCHW vs channels_last
     python benchmarks/bench_generator.py --weights DIR/generator_model.pth
+    python benchmarks/bench_generator.py --threads 1 --cpu-time  # steadier on a busy machine
 
 Both paths run in the same process, alternately, under ``torch.inference_mode``; each figure
 is the best of ``--repeats`` timed calls after one warm-up call. On a shared machine compare
-the ratio, not the absolute figures. On CUDA the fast path is also timed under fp16 / bf16
+the ratio, not the absolute figures; ``--cpu-time`` reports process CPU time instead of wall
+time, which other processes disturb less (meaningful with ``--threads 1``). On CUDA the fast path is also timed under fp16 / bf16
 autocast. Random weights are used unless ``--weights`` is given (speed does not depend on
 the values).
 """
@@ -40,17 +42,17 @@ def build(weights: str | None, device: str) -> Generator:
     return gen.to(device)
 
 
-def timed(fn, device: str, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls, seconds."""
+def timed(fn, device: str, repeats: int, clock=time.perf_counter) -> float:
+    """Best time of ``repeats`` calls, seconds."""
     best = float("inf")
     for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         if device == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
@@ -66,13 +68,14 @@ def variants(device: str, layouts: bool):
     return out
 
 
-def run(device: str, batches, repeats: int, weights: str | None, layouts: bool) -> None:
+def run(device: str, batches, repeats: int, weights: str | None, layouts: bool, cpu_time: bool) -> None:
     gen = build(weights, device)
     default_format = gen.fast_memory_format
     gen_rng = torch.Generator().manual_seed(0)
     id_map = torch.randn(1, 512, 7, 7, generator=gen_rng).to(device)
-    print(f"\n{device}: {torch.get_num_threads()} threads" if device == "cpu" else f"\n{device}: "
-          f"{torch.cuda.get_device_name()}")
+    clock = "process CPU time" if cpu_time and device == "cpu" else "wall time"
+    name = f"{torch.get_num_threads()} threads" if device == "cpu" else torch.cuda.get_device_name()
+    print(f"\n{device}: {name}, {clock}")
     labels = [v[0] for v in variants(device, layouts)]
     print(f"{'batch':>5}  " + "  ".join(f"{lab + ' ms/frame':>22}" for lab in labels) + "  speed-up (ref/fast)")
     for b in batches:
@@ -89,7 +92,8 @@ def run(device: str, batches, repeats: int, weights: str | None, layouts: bool) 
         best = {label: float("inf") for label in calls}
         for _ in range(repeats):  # interleaved, so that load changes hit every variant alike
             for label, call in calls.items():
-                best[label] = min(best[label], timed(call, device, 1))
+                clock = time.process_time if cpu_time and device == "cpu" else time.perf_counter
+                best[label] = min(best[label], timed(call, device, 1, clock))
         gen.fast_memory_format = default_format
         ms = {label: t / b * 1000 for label, t in best.items()}
         ratio = ms["reference"] / ms["fast"]
@@ -104,6 +108,7 @@ def main() -> None:
     ap.add_argument("--device", choices=["all", "cpu", "cuda"], default="all")
     ap.add_argument("--weights", default=None, help="official generator_model.pth (optional)")
     ap.add_argument("--layouts", action="store_true", help="also time the fast path in NCHW layout")
+    ap.add_argument("--cpu-time", action="store_true", help="CPU: time with process CPU time, not wall time")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,7 +117,7 @@ def main() -> None:
         if device == "cuda" and not torch.cuda.is_available():
             print("\ncuda: not available, skipped")
             continue
-        run(device, args.batches, args.repeats, args.weights, args.layouts)
+        run(device, args.batches, args.repeats, args.weights, args.layouts, args.cpu_time)
 
 
 if __name__ == "__main__":
