@@ -217,25 +217,25 @@ class ModulatedConv2d(nn.Module):
         return self._cached("energy", lambda: self.weight[0].float().square().sum((2, 3)) * (self.scale**2))
 
     def fast_weight(self, dtype: torch.dtype, memory_format: torch.memory_format) -> torch.Tensor:
-        """The shared convolution weight in the activations' dtype and layout: [out, in, k, k],
-        or [in, out, k, k] for the transposed (upsampling) convolution."""
+        """The shared, pre-scaled convolution weight ``scale * W`` in the activations' dtype and
+        layout: [out, in, k, k], or [in, out, k, k] for the transposed (upsampling) convolution."""
         def build():
-            w = self.weight[0]
+            w = self.weight[0] * self.scale
             w = w.transpose(0, 1) if self.upsample else w
             return w.to(dtype).contiguous(memory_format=memory_format)
         return self._cached("weight", build, dtype, memory_format)
 
     def output_scale(self, s: torch.Tensor) -> torch.Tensor:
         """Per-sample output factor [B, out] float32 for the modulation ``s`` [B, in] float32:
-        ``scale * rsqrt(s^2 @ energy^T + 1e-8)`` when demodulating, else ``scale``."""
+        the demodulation ``rsqrt(s^2 @ energy^T + 1e-8)``, or ones without demodulation."""
         if not self.demodulate:
-            return torch.full((s.shape[0], self.out_channel), self.scale, dtype=s.dtype, device=s.device)
+            return torch.ones((s.shape[0], self.out_channel), dtype=s.dtype, device=s.device)
         with torch.autocast(s.device.type, enabled=False):
-            return torch.rsqrt(torch.mm(s.square(), self.weight_energy().t()) + DEMOD_EPS) * self.scale
+            return torch.rsqrt(torch.mm(s.square(), self.weight_energy().t()) + DEMOD_EPS)
 
     def forward_fast(self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0,
                      overwrite_input: bool = False) -> torch.Tensor:
-        """Shared-weight formulation: ``conv(x * s, W) * (scale * demod * gain)``, no grouped conv.
+        """Shared-weight formulation: ``conv(x * s, scale * W) * demod * gain``, no grouped conv.
 
         ``overwrite_input=True`` lets it scale ``x`` in place (saves a full-size temporary).
         Returns a fresh tensor in the memory format of ``x``.
