@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import math
-import shutil
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, MediaError
+from .media import ffmpeg_exe
 
 SAMPLE_RATE = 16000
 HOP_LENGTH = 160
@@ -110,20 +110,6 @@ def _load_soundfile(path: Path) -> tuple[np.ndarray, int]:
         sr = int(f.samplerate)
         data = f.read(dtype="float32", always_2d=True)  # [N, C], like librosa 0.8.1's read
     return data.T, sr  # [C, N] as a view, the layout librosa averaged over
-
-
-def ffmpeg_exe() -> str:
-    """Path of an ffmpeg binary: imageio-ffmpeg's bundled one, else one on PATH."""
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception:
-        exe = shutil.which("ffmpeg")
-        if exe is None:
-            raise MediaError("No ffmpeg binary found to decode this audio. Install imageio-ffmpeg "
-                             "(pip install imageio-ffmpeg) or put ffmpeg on PATH.") from None
-        return exe
 
 
 def _load_ffmpeg(path: Path) -> tuple[np.ndarray, int]:

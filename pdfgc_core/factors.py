@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -651,24 +650,13 @@ def save_factor(f: Factor, path: str | os.PathLike) -> Path:
     meta = {"format": FILE_FORMAT, "format_version": str(FILE_FORMAT_VERSION), "kind": f.kind,
             "fps": repr(f.fps), "frames": str(len(f)), "dim": str(f.dim), "producer": FILE_PRODUCER}
     data = save({FILE_TENSOR_KEY: f.values.contiguous()}, metadata=meta)
-    tmp = None
+    from .media import atomic_write
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(data)
     except OSError as e:
         raise MediaError(f"cannot write factor file {path}: {e}; check the folder exists and is writable") from e
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return path
 
 

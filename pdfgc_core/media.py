@@ -56,10 +56,19 @@ _AUDIO_BITRATE = "192k"
 
 
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary bundled with imageio-ffmpeg."""
-    import imageio_ffmpeg
+    """Path of an ffmpeg binary: imageio-ffmpeg's bundled one, else one on PATH."""
+    try:
+        import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        import shutil
+
+        exe = shutil.which("ffmpeg")
+        if exe is None:
+            raise MediaError("No ffmpeg binary found. Install imageio-ffmpeg (pip install imageio-ffmpeg) "
+                             "or put ffmpeg on PATH.") from None
+        return exe
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,23 +196,10 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def _read_image_file(path: Path) -> np.ndarray:
-    """One image file -> RGB uint8 [H,W,3], decoded as ``cv2.imread(path, IMREAD_COLOR)``."""
-    import cv2
+    """One image file -> RGB uint8 [H,W,3], decoded like ``cv2.imread(path, IMREAD_COLOR)``."""
+    from .images import read_image
 
-    if not path.is_file():
-        raise MediaError(f"Image file {path} does not exist.")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        # cv2.imread cannot open some non-ASCII paths on Windows; imdecode reads the same bytes.
-        try:
-            data = np.fromfile(path, dtype=np.uint8)
-        except OSError as e:
-            raise MediaError(f"Cannot read image file {path}: {e}.") from e
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
-        raise MediaError(f"Cannot decode image file {path}: it is empty, corrupt or not an image "
-                         "OpenCV can read. Re-export it as PNG or JPEG.")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return read_image(path)
 
 
 def _source_kind(path: Path) -> str:

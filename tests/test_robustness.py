@@ -12,7 +12,6 @@ import gc
 import logging
 import math
 import os
-import warnings
 from pathlib import Path
 
 import cv2
@@ -21,7 +20,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pdfgc_core import InputError, MediaError, PDFGCError
+from pdfgc_core import InputError, MediaError
 from pdfgc_core import audio as A
 from pdfgc_core import cli, images, render
 from pdfgc_core.factors import Factor, PostProcess, assemble_motion
