@@ -10,6 +10,7 @@ the clip length.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -28,6 +29,14 @@ DRIVER_HEADS = ("pose", "eye", "expression")
 OFFICIAL_BATCH = 8
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+GENERATOR_MIB_PER_FRAME = {torch.float32: 64, torch.float16: 40, torch.bfloat16: 40}
+"""Working memory of one frame in the fast generator path. fp32: measured on CPU (peak RSS ~60 MiB
+per frame above a fixed ~210 MiB at batch 1 to 8); fp16 / bf16: an estimate (autocast keeps
+some fp32 tensors)."""
+AUTO_MAX_BATCH = {"cpu": OFFICIAL_BATCH, "cuda": 64}
+"""Largest automatic batch: on CPU bigger batches do not raise the frame rate; on a GPU 64 frames
+(~8 TFLOP per call) fill the device."""
 
 
 @dataclass(frozen=True)
@@ -50,15 +59,64 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return _DTYPES[precision]
 
 
+def free_memory_mib(device) -> float:
+    """Memory that can be allocated on ``device`` now, MiB: ``torch.cuda.mem_get_info`` on CUDA, the
+    kernel's MemAvailable (psutil / /proc/meminfo; free pages elsewhere) on CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] / 2**20
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 2**20
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (ValueError, OSError, AttributeError):
+        return float(GENERATOR_MIB_PER_FRAME[torch.float32] * OFFICIAL_BATCH * 4)
+
+
+def auto_batch_size(device="cpu", dtype: torch.dtype | str = torch.float32, *, max_batch: int | None = None,
+                    fraction: float = 0.5) -> int:
+    """A generator batch size for :meth:`Engine.generate` from the memory free on ``device`` now.
+
+    Uses ``fraction`` of the free memory at :data:`GENERATOR_MIB_PER_FRAME` per frame, rounded down
+    to a power of two, between 1 and ``max_batch`` (default :data:`AUTO_MAX_BATCH`: 8 on CPU, 64 on
+    CUDA). ``dtype``: the engine's precision (torch dtype or ``fp32`` / ``fp16`` / ``bf16``)."""
+    device = torch.device(device)
+    if isinstance(dtype, str):
+        dtype = resolve_precision(dtype, device)
+    cap = int(max_batch) if max_batch is not None else AUTO_MAX_BATCH.get(device.type, OFFICIAL_BATCH)
+    if cap < 1:
+        raise InputError(f"max_batch must be >= 1, got {max_batch!r}")
+    per_frame = GENERATOR_MIB_PER_FRAME.get(dtype, GENERATOR_MIB_PER_FRAME[torch.float32])
+    fits = int(free_memory_mib(device) * fraction // per_frame)
+    n = 1
+    while n * 2 <= min(fits, cap):
+        n *= 2
+    return n
+
+
 class Engine:
     """Runs the PD-FGC networks.
 
     ``models`` stay in float32; ``precision`` other than fp32 uses autocast on CUDA (fp16/bf16) with a
     fallback to fp32 for any generator batch that comes out non-finite. ``impl`` selects the
     generator path: ``"fast"`` (default) or ``"reference"`` (the official grouped-convolution math).
+    ``compile=True`` runs the generator through ``torch.compile`` where it works (the first batch of
+    each shape compiles, minutes on CPU); if compiling fails the engine logs it and runs eagerly.
     """
 
-    def __init__(self, models: PDFGCModels, device=None, precision: str = "fp32", impl: str = "fast"):
+    def __init__(self, models: PDFGCModels, device=None, precision: str = "fp32", impl: str = "fast",
+                 compile: bool = False):
         self.models = models
         self.device = torch.device(device) if device is not None else models.device
         self.dtype = resolve_precision(precision, self.device)
@@ -66,11 +124,35 @@ class Engine:
             raise InputError(f"generator implementation {impl!r} is not 'fast' or 'reference'")
         self.impl = impl
         models.to(self.device)
+        self._generator = models.generator
+        if compile:
+            if hasattr(torch, "compile"):
+                self._generator = torch.compile(models.generator)
+            else:
+                log.warning("torch.compile is not available in torch %s; running the generator eagerly",
+                            torch.__version__)
+
+    def auto_batch_size(self, max_batch: int | None = None) -> int:
+        """:func:`auto_batch_size` for this engine's device and precision."""
+        return auto_batch_size(self.device, self.dtype, max_batch=max_batch)
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
         enabled = self.dtype != torch.float32 and self.device.type == "cuda"
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
+
+    def _run_generator(self, id_map, style, noise_maps) -> torch.Tensor:
+        try:
+            return self._generator(id_map, style, impl=self.impl, noise=noise_maps)
+        except (InputError, torch.cuda.OutOfMemoryError):
+            raise
+        except Exception as e:  # compile errors surface at the first call
+            if self._generator is self.models.generator:
+                raise
+            log.warning("torch.compile failed (%s: %s); running the generator eagerly", type(e).__name__,
+                        str(e).splitlines()[0][:200] if str(e) else "")
+            self._generator = self.models.generator
+            return self._generator(id_map, style, impl=self.impl, noise=noise_maps)
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, torch.float32, non_blocking=True)
@@ -168,12 +250,12 @@ class Engine:
                 check_interrupt()
             st = self._in(style[s:s + batch_size])
             with self._autocast():
-                img = self.models.generator(id_map, st, impl=self.impl, noise=noise_maps)
+                img = self._run_generator(id_map, st, noise_maps)
             img = img.float()
             if self.dtype != torch.float32 and not bool(torch.isfinite(img).all()):
                 log.warning("generator produced non-finite values in %s; recomputing frames %d-%d in fp32",
                             self.dtype, s, s + st.shape[0] - 1)
-                img = self.models.generator(id_map, st, impl=self.impl, noise=noise_maps).float()
+                img = self._run_generator(id_map, st, noise_maps).float()
             if not bool(torch.isfinite(img).all()):
                 raise InputError(
                     f"the generator produced NaN/inf for frames {s}-{s + st.shape[0] - 1}: the style (largest |value| "

@@ -1,0 +1,85 @@
+"""Speed options of ``Engine``: automatic batch size from free memory, guarded ``torch.compile``."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from pdfgc_core import pipeline
+from pdfgc_core.errors import InputError
+from pdfgc_core.pipeline import AUTO_MAX_BATCH, GENERATOR_MIB_PER_FRAME, Engine, auto_batch_size
+
+
+@functools.lru_cache(maxsize=1)
+def models():
+    from pdfgc_synthetic import synthetic_checkpoint
+
+    from pdfgc_core.checkpoints import load_models
+
+    return load_models(synthetic_checkpoint())
+
+
+@pytest.mark.parametrize("free_mib", [0, 10, 64 * 3, 64 * 16 * 2, 1e9])
+def test_auto_batch_size_is_a_power_of_two_within_bounds(monkeypatch, free_mib):
+    monkeypatch.setattr(pipeline, "free_memory_mib", lambda device: free_mib)
+    for device, cap in (("cpu", AUTO_MAX_BATCH["cpu"]), ("cpu", 1000)):
+        b = auto_batch_size(device, torch.float32, max_batch=cap)
+        assert 1 <= b <= cap and b & (b - 1) == 0
+        fits = free_mib * 0.5 // GENERATOR_MIB_PER_FRAME[torch.float32]
+        assert b <= max(1, fits) and (b == cap or 2 * b > min(fits, cap))
+
+
+def test_auto_batch_size_defaults_and_errors(monkeypatch):
+    monkeypatch.setattr(pipeline, "free_memory_mib", lambda device: 1e9)
+    assert auto_batch_size("cpu") == AUTO_MAX_BATCH["cpu"]
+    assert auto_batch_size("cpu", "fp32", max_batch=5) == 4
+    with pytest.raises(InputError, match="max_batch"):
+        auto_batch_size("cpu", max_batch=0)
+    monkeypatch.undo()
+    assert pipeline.free_memory_mib("cpu") > 0
+    assert 1 <= Engine(models(), device="cpu").auto_batch_size() <= AUTO_MAX_BATCH["cpu"]
+
+
+def _frames(engine: Engine) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    app = engine.encode_appearance(torch.rand(1, 3, 224, 224, generator=g) * 2 - 1)
+    motion = torch.randn(3, pipeline.MOTION_DIM, generator=g) * 0.5
+    return engine.generate_all(app, motion, batch_size=2)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
+    eager = _frames(Engine(models(), device="cpu"))
+    calls = []
+
+    def broken_compile(module, *a, **k):
+        def run(*x, **kw):
+            calls.append(1)
+            raise RuntimeError("backend compiler failed")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    engine = Engine(models(), device="cpu", compile=True)
+    with caplog.at_level("WARNING", logger="pdfgc"):
+        got = _frames(engine)
+    assert calls == [1]  # tried once, then eager for good
+    assert engine._generator is models().generator
+    assert "torch.compile failed" in caplog.text
+    assert torch.equal(got, eager)
+
+
+def test_compile_wraps_the_generator(monkeypatch):
+    wrapped = []
+
+    def fake_compile(module, *a, **k):
+        wrapped.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    engine = Engine(models(), device="cpu", compile=True)
+    assert wrapped == [models().generator]
+    assert Engine(models(), device="cpu")._generator is models().generator
+    with pytest.raises(InputError):  # bad input is not mistaken for a compile failure
+        list(engine.generate(pipeline.Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7)),
+                             torch.zeros(1, pipeline.MOTION_DIM), batch_size=0))
