@@ -238,17 +238,19 @@ class Engine:
 
         ``noise``: None uses the checkpoint's stored noise maps (deterministic, the parity default);
         an int or ``torch.Generator`` draws seeded noise once for the whole clip."""
-        style = self.style(appearance, motion)
-        if style.shape[0] == 0:
+        self.style(appearance, motion[:0])  # checks the shape; the style is built per batch
+        if motion.shape[0] == 0:
             raise InputError("motion: zero frames to generate")
+        if not bool(torch.isfinite(motion).all()):
+            raise InputError("motion: contains NaN or infinite values; check the factor strengths and inputs")
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         noise_maps = self._noise(noise)
         id_map = self._in(appearance.id_map)
-        for s in range(0, style.shape[0], batch_size):
+        for s in range(0, motion.shape[0], batch_size):
             if check_interrupt:
                 check_interrupt()
-            st = self._in(style[s:s + batch_size])
+            st = self._in(self.style(appearance, motion[s:s + batch_size]))
             with self._autocast():
                 img = self._run_generator(id_map, st, noise_maps)
             img = img.float()

@@ -83,3 +83,15 @@ def test_compile_wraps_the_generator(monkeypatch):
     with pytest.raises(InputError):  # bad input is not mistaken for a compile failure
         list(engine.generate(pipeline.Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7)),
                              torch.zeros(1, pipeline.MOTION_DIM), batch_size=0))
+
+
+def test_generate_builds_the_style_per_batch(monkeypatch):
+    """Nothing of size [T, 2590] is built for a long clip: the style is made one batch at a time."""
+    engine = Engine(models(), device="cpu")
+    rows = []
+    style = Engine.style
+    monkeypatch.setattr(Engine, "style", staticmethod(lambda app, m: rows.append(m.shape[0]) or style(app, m)))
+    app = pipeline.Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7))
+    first = next(engine.generate(app, torch.zeros(30_000, pipeline.MOTION_DIM), batch_size=2))
+    assert first.shape == (2, 3, 224, 224)
+    assert max(rows) <= 2
