@@ -55,8 +55,11 @@ def fixture(path: Path) -> dict:
 
 
 def sample_roots() -> list[Path]:
-    base = parity_dir().parent / "samples"
-    return [base] if base.is_dir() else []
+    """Where driver frames are looked for: beside the parity folder, the shared samples, and the
+    repository's bundled samples (the official pose / eye / expression clips the A fixtures use)."""
+    repo = Path(__file__).resolve().parents[1]
+    roots = [parity_dir().parent / "samples", repo.parent / "shared" / "samples", repo / "samples"]
+    return [r for r in dict.fromkeys(roots) if r.is_dir()]
 
 
 @functools.lru_cache(maxsize=None)
