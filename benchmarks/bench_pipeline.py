@@ -382,17 +382,20 @@ def speed(args, models, device: torch.device, tmp: Path) -> None:
 def sweep(args, models, device: torch.device, tmp: Path) -> None:
     frames = args.sweep_frames or args.frames
     audio = audio_for(frames, tmp)
-    precisions = list(dict.fromkeys(["fp32"] + args.precision))
+    precisions = [(p, args.compile) for p in dict.fromkeys(["fp32"] + args.precision)]
+    if args.compile:  # the eager fp32 frames are the baseline
+        precisions.insert(0, ("fp32", False))
     print(f"\n== fast path sweep on {device}: {frames} frames, audio quality {args.audio_quality} ==")
-    print(f"  {'precision':<10}{'batch':>8}{'plan s':>8}{'generator fps':>15}{'generate fps':>14}"
+    print(f"  {'precision':<14}{'batch':>8}{'plan s':>8}{'generator fps':>15}{'generate fps':>14}"
           f"{'end-to-end fps':>16}{'peak GPU GiB':>14}{'max|d| vs fp32':>16}{'mean|d|':>10}")
     base = None
     clock = StageClock(models, device)
-    for prec in precisions:
+    for prec, compiled in precisions:
+        name = prec + (" compile" if compiled else "")
         if device.type != "cuda" and prec != "fp32":
-            print(f"  {prec:<10}  skipped: fp16 / bf16 autocast is CUDA-only in Engine (CPU runs fp32)")
+            print(f"  {name:<14}  skipped: fp16 / bf16 autocast is CUDA-only in Engine (CPU runs fp32)")
             continue
-        engine = Engine(models, device=device, precision=prec, compile=args.compile)
+        engine = Engine(models, device=device, precision=prec, compile=compiled)
         clock.attach(engine)
         for b in args.batch:
             bs = auto_batch_size(device, engine.dtype) if b == "auto" else int(b)
@@ -412,7 +415,7 @@ def sweep(args, models, device: torch.device, tmp: Path) -> None:
             if base is None:
                 base = f
             mx, mean = compare(f, base)
-            print(f"  {prec:<10}{label:>8}{t_plan:>8.2f}{frames / t_gen:>15.1f}{frames / (wall - t_plan):>14.1f}"
+            print(f"  {name:<14}{label:>8}{t_plan:>8.2f}{frames / t_gen:>15.1f}{frames / (wall - t_plan):>14.1f}"
                   f"{frames / wall:>16.1f}{peak:>14.2f}{mx:>16.3g}{mean:>10.3g}")
     clock.remove()
     print(f"  (generator fps: inside the generator calls only; generate fps: the streamed generation with the copy to "
