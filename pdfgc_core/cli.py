@@ -95,7 +95,7 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
     ap.add_argument("--checkpoint", default=None, help=f"official folder / checkpoints.tar / .safetensors (env {CHECKPOINT_ENV})")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", default="8", help="frames per generator batch, or 'auto' (from free memory)")
     ap.add_argument("--seed", type=int, default=None, help="random noise seed (default: the checkpoint's stored noise)")
     ap.add_argument("--audio-quality", default="official", choices=["official", "fast"],
                     help="resampler: official = resampy kaiser_best (parity), fast = soxr")
@@ -117,12 +117,18 @@ def _run_render(args, allow_synthetic: bool) -> int:
     except (RuntimeError, AssertionError, ValueError) as e:  # unknown or unavailable device
         raise PDFGCError(f"--device {device}: cannot use this device ({str(e).splitlines()[0][:200]}). "
                          f"Use cpu, or cuda / cuda:N on a machine with a CUDA build of PyTorch.") from None
+    if args.batch_size == "auto":
+        batch_size = engine.auto_batch_size()
+    elif args.batch_size.isdigit() and int(args.batch_size) > 0:
+        batch_size = int(args.batch_size)
+    else:
+        raise PDFGCError(f"--batch-size {args.batch_size!r}: give a positive whole number or 'auto'")
     settings = render.RenderSettings(
         fps=args.fps, audio_quality=args.audio_quality, max_seconds=args.seconds,
         strengths={"mouth": args.mouth_strength, "pose": args.pose_strength, "eye": args.eye_strength,
                    "expression": args.expression_strength},
         blink=not args.no_blink, gaze=not args.no_gaze, fit=args.fit, post=PostProcess.official(),
-        batch_size=args.batch_size, noise=args.seed)
+        batch_size=batch_size, noise=args.seed)
     drivers = {}
     shared: dict[str, render.Driver] = {}
     for f in ("pose", "eye", "expression"):

@@ -79,3 +79,12 @@ def test_render_without_checkpoint_refuses_unless_synthetic(monkeypatch, capsys)
     code = cli.main(["render", "--appearance", str(cli.SAMPLES / "anne.png"), "--audio", str(cli.SAMPLES / "speech.mp3")])
     assert code == 2
     assert "models/pdfgc" in capsys.readouterr().err
+
+
+def test_batch_size_auto_and_bad_value(no_checkpoint, tmp_path, capsys):
+    out = tmp_path / "auto.mp4"
+    assert cli.main(["demo", "--seconds", "0.2", "--batch-size", "auto", "--out", str(out), "--device", "cpu"]) == 0
+    assert media.probe(out).num_frames > 0
+    capsys.readouterr()
+    assert cli.main(["demo", "--seconds", "0.2", "--batch-size", "zero", "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "--batch-size" in capsys.readouterr().err and not (tmp_path / "x.mp4").exists()
