@@ -328,27 +328,13 @@ def build_all(log=print) -> dict[str, dict]:
     import tempfile
 
     sys.path.insert(0, str(REPO / "tests"))
-    from comfy_harness import ComfyServer, ensure_chromium, ensure_comfyui
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.support.ui import WebDriverWait
+    from comfy_harness import ComfyServer, ensure_comfyui, open_frontend
 
-    chromium, chromedriver = ensure_chromium()
     with tempfile.TemporaryDirectory(prefix="pdfgc-build-") as tmp:
         server = ComfyServer(ensure_comfyui(), Path(tmp))
         with server:
             object_info = server.object_info()
-            options = webdriver.ChromeOptions()
-            options.binary_location = chromium
-            for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                        "--disable-dev-shm-usage", "--window-size=1600,1000"):
-                options.add_argument(arg)
-            driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-            try:
-                driver.set_script_timeout(120)
-                driver.get(server.url)
-                WebDriverWait(driver, 120, poll_frequency=0.25).until(
-                    lambda d: d.execute_script("return !!(window.app && window.app.graph && window.LiteGraph)"))
+            with open_frontend(server.url) as driver:
                 built = {}
                 for name, spec in GRAPHS.items():
                     res = driver.execute_async_script(BUILD_JS, json.dumps(spec["graph"]),
@@ -369,8 +355,6 @@ def build_all(log=print) -> dict[str, dict]:
                     built[name] = workflow
                     log(f"built {name}: {len(workflow['nodes'])} nodes, {len(workflow['links'])} links")
                 return built
-            finally:
-                driver.quit()
 
 
 def dumps(workflow: dict) -> str:

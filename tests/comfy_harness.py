@@ -865,6 +865,33 @@ def is_ui_workflow(data: Any) -> bool:
     return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
 
 
+CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-dev-shm-usage", "--window-size=1600,1000")
+
+
+@contextlib.contextmanager
+def open_frontend(url: str):
+    """Headless Chromium (Selenium) showing the ComfyUI frontend at ``url``, once ``window.app`` exists."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, chromedriver = ensure_chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in CHROMIUM_ARGS:
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    try:
+        driver.set_script_timeout(120)
+        driver.get(url)
+        WebDriverWait(driver, 120, poll_frequency=0.25).until(
+            lambda d: d.execute_script("return !!(window.app && window.app.graph && window.LiteGraph)"))
+        yield driver
+    finally:
+        driver.quit()
+
+
 def build_workflows_module():
     """scripts/build_workflows.py as a module (the single source of the example workflows and of
     the input files they load)."""

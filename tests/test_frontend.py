@@ -14,9 +14,6 @@ pytestmark = [pytest.mark.comfyui, pytest.mark.browser]
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 
-CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage", "--window-size=1280,900")
-
 # Selenium turns `undefined` into null, which the frontend rejects: pass the workflow as a string.
 LOAD_AND_CONVERT = """
 const [text, done] = [arguments[0], arguments[arguments.length - 1]];
@@ -37,28 +34,14 @@ const [text, done] = [arguments[0], arguments[arguments.length - 1]];
 @pytest.fixture(scope="module")
 def browser(comfy_server):
     """Chromium showing the server's frontend, after window.app exists."""
-    from comfy_harness import ComfyUIUnavailable, ensure_chromium, unavailable
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.support.ui import WebDriverWait
+    from comfy_harness import ComfyUIUnavailable, ensure_chromium, open_frontend, unavailable
 
     try:
-        chromium, chromedriver = ensure_chromium()
+        ensure_chromium()
     except ComfyUIUnavailable as exc:
         unavailable(f"no headless Chromium: {exc}")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in CHROMIUM_ARGS:
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
-    try:
-        driver.set_script_timeout(120)
-        driver.get(comfy_server.url)
-        WebDriverWait(driver, 120, poll_frequency=0.25).until(
-            lambda d: d.execute_script("return !!(window.app && window.app.graph && window.LiteGraph)"))
+    with open_frontend(comfy_server.url) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def load_in_frontend(browser, workflow: dict) -> dict:
