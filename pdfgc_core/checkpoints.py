@@ -366,14 +366,6 @@ def _is_tarfile(path: Path) -> bool:
         return False
 
 
-def read_state_dicts(path) -> tuple[dict[str, tuple[str, dict]], str, dict]:
-    """Raw state dicts per network ``{net: (where, {key: tensor})}``, the source kind
-    (``"official-folder"``, ``"official-tar"`` or ``"safetensors"``) and the file metadata.
-    No validation beyond readability (all four networks in memory at once)."""
-    with open_checkpoint(path) as (kind, meta, readers):
-        return {net: (where, read()) for net, (where, read) in readers.items()}, kind, meta
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -456,6 +448,11 @@ def _materialise(net: str, module: nn.Module, sd: dict, report: LoadReport) -> n
     return module.eval().requires_grad_(False)
 
 
+def _load_network(net: str, where: str, sd: dict, report: LoadReport) -> nn.Module:
+    module = build_network(net)
+    return _materialise(net, module, _clean(net, where, sd, _model_keys(module), report), report)
+
+
 def load_models(path, device=None, dtype: torch.dtype = torch.float32) -> PDFGCModels:
     """Loads the four networks from ``path`` (official folder / checkpoints.tar / our .safetensors).
 
@@ -471,9 +468,7 @@ def load_models(path, device=None, dtype: torch.dtype = torch.float32) -> PDFGCM
                         f"noise, not a face. {INSTALL_HINT}")
         for net in LOAD_ORDER:
             where, read = readers[net]
-            module = build_network(net)
-            clean = _clean(net, where, read(), _model_keys(module), report)
-            nets[net] = _materialise(net, module, clean, report)
+            nets[net] = _load_network(net, where, read(), report)
     models = PDFGCModels(**nets, report=report, synthetic=synthetic)
     if device is not None or dtype != torch.float32:
         models.to(device=device, dtype=dtype)
@@ -485,9 +480,7 @@ def models_from_state_dicts(state_dicts: dict[str, dict], source: str = "memory"
     report = LoadReport(source=source, kind="memory")
     nets = {}
     for net in NETWORKS:
-        module = build_network(net)
-        clean = _clean(net, f"{source}[{net}]", state_dicts[net], _model_keys(module), report)
-        nets[net] = _materialise(net, module, clean, report)
+        nets[net] = _load_network(net, f"{source}[{net}]", state_dicts[net], report)
     return PDFGCModels(**nets, report=report, synthetic=synthetic)
 
 
@@ -509,14 +502,10 @@ def save_safetensors(models: PDFGCModels, dst, half: bool = False, extra_metadat
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "producer": "ComfyUI-PD-FGC",
             "dtype": "float16" if half else "float32", "synthetic": str(bool(models.synthetic)).lower()}
     meta.update(extra_metadata or {})
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
+    from .media import atomic_write
+
+    with atomic_write(dst) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dst
 
 
@@ -525,10 +514,3 @@ def convert(src, dst, half: bool = False) -> Path:
     models = load_models(src)
     return save_safetensors(models, dst, half=half, extra_metadata={"converted_from": Path(src).name})
 
-
-def is_synthetic(path) -> bool:
-    """True for a .safetensors file that holds the project's synthetic (noise) weights."""
-    try:
-        return Path(path).suffix == ".safetensors" and safetensors_metadata(path).get("synthetic") == "true"
-    except (OSError, ValueError):
-        return False

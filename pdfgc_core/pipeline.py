@@ -19,6 +19,7 @@ import torch
 from .checkpoints import PDFGCModels
 from .errors import InputError
 from .factors import FACTOR_DIMS, MOTION_ORDER, Factor
+from .networks.blocks import check_batch
 
 log = logging.getLogger("pdfgc")
 
@@ -180,8 +181,7 @@ class Engine:
         """Mel windows [T,1,80,20] -> mouth factor [T,500] (raw, before the official x1.5 and smoothing).
 
         ``batch_size`` 8 reproduces the official batching exactly; other sizes move results by ~5e-6."""
-        if windows.dim() != 4 or tuple(windows.shape[1:]) != (1, 80, 20) or windows.shape[0] == 0:
-            raise InputError(f"audio windows: expected [T,1,80,20] with T >= 1, got {tuple(windows.shape)}")
+        check_batch(windows, (1, 80, 20), "audio windows", "make them with pdfgc_core.audio.audio_to_windows.")
         out = []
         for s in range(0, windows.shape[0], batch_size):
             with self._autocast():
