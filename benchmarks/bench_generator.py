@@ -36,8 +36,11 @@ def build(weights: str | None, device: str) -> Generator:
     gen = Generator().eval()
     if weights:
         sd = torch.load(weights, map_location="cpu", weights_only=True)
-        sd = {k: v for k, v in sd.items()
-              if not k.startswith(UNUSED_CHECKPOINT_PREFIXES) and k not in CHECKPOINT_CONSTANT_BUFFERS}
+        sd = {
+            k: v
+            for k, v in sd.items()
+            if not k.startswith(UNUSED_CHECKPOINT_PREFIXES) and k not in CHECKPOINT_CONSTANT_BUFFERS
+        }
         gen.load_state_dict(sd, strict=True)
     return gen.to(device)
 
@@ -82,11 +85,15 @@ def run(device: str, batches, repeats: int, weights: str | None, layouts: bool, 
         style = torch.randn(b, 2590, generator=gen_rng).to(device)
         calls = {}
         for label, impl, amp, fmt in variants(device, layouts):
-            def call(impl=impl, amp=amp, fmt=fmt):
+
+            def call(impl=impl, amp=amp, fmt=fmt, style=style):
                 gen.fast_memory_format = fmt or default_format
-                with torch.inference_mode(), torch.autocast(device, dtype=amp or torch.float32,
-                                                            enabled=amp is not None):
+                with (
+                    torch.inference_mode(),
+                    torch.autocast(device, dtype=amp or torch.float32, enabled=amp is not None),
+                ):
                     gen(id_map, style, impl=impl)
+
             call()  # warm-up
             calls[label] = call
         best = {label: float("inf") for label in calls}

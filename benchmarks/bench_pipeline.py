@@ -71,6 +71,7 @@ STAGES = ("appearance", "audio", "motion", "generator", "other")
 
 # ------------------------------------------------------------------------------------ environment
 
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -89,13 +90,17 @@ def load_avg() -> str:
 
 
 def device_info(device: torch.device) -> list[str]:
-    lines = [f"cpu: {cpu_model()}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}",
-             f"torch {torch.__version__}, python {platform.python_version()}, numpy {np.__version__}, "
-             f"{platform.system()} {platform.release()}"]
+    lines = [
+        f"cpu: {cpu_model()}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}",
+        f"torch {torch.__version__}, python {platform.python_version()}, numpy {np.__version__}, "
+        f"{platform.system()} {platform.release()}",
+    ]
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
-        lines.append(f"cuda: {p.name}, {p.total_memory / 2**30:.1f} GiB, capability {p.major}.{p.minor}, "
-                     f"CUDA {torch.version.cuda}, cudnn {torch.backends.cudnn.version()}")
+        lines.append(
+            f"cuda: {p.name}, {p.total_memory / 2**30:.1f} GiB, capability {p.major}.{p.minor}, "
+            f"CUDA {torch.version.cuda}, cudnn {torch.backends.cudnn.version()}"
+        )
     else:
         lines.append("cuda: " + ("available but not used" if torch.cuda.is_available() else "not available"))
     return lines
@@ -132,6 +137,7 @@ def peak_mib() -> float:
 
 
 # ------------------------------------------------------------------------------------ inputs
+
 
 def load_models(checkpoint: str | None):
     from pdfgc_core.checkpoints import load_models as load
@@ -174,6 +180,7 @@ def settings_for(frames: int, batch: int, audio_quality: str = "official") -> re
 
 # ------------------------------------------------------------------------------------ timing
 
+
 class StageClock:
     """Wall time inside each network, the rest attributed to "other". The encoders are timed by
     forward hooks; the generator by :meth:`timed` around its calls (outside any torch.compile
@@ -194,12 +201,14 @@ class StageClock:
         def hook(*_):
             self.sync()
             self._start[name] = time.perf_counter()
+
         return hook
 
     def _post(self, name):
         def hook(*_):
             self.sync()
             self.t[name] += time.perf_counter() - self._start.pop(name)
+
         return hook
 
     @contextmanager
@@ -247,8 +256,10 @@ def timed_run(clock: StageClock, result: dict):
 
 # ------------------------------------------------------------------------------------ the two paths
 
-def reference_path(models, device: torch.device, audio: Path, frames: int,
-                   clock: StageClock) -> tuple[torch.Tensor, list]:
+
+def reference_path(
+    models, device: torch.device, audio: Path, frames: int, clock: StageClock
+) -> tuple[torch.Tensor, list]:
     """The official loop on our modules. Returns float frames [N,3,224,224] (CPU) and the uint8 chunks."""
     settings = settings_for(frames, 8)
     batch = 8
@@ -259,33 +270,35 @@ def reference_path(models, device: torch.device, audio: Path, frames: int,
         n = windows.shape[0]
         streams = {}
         for head in OFFICIAL_ORDER:  # official: every file of every folder, decoded and held
-            files = media.list_frame_files(DRIVER_DIRS[head])[render.OFFICIAL_SKIP:]
+            files = media.list_frame_files(DRIVER_DIRS[head])[render.OFFICIAL_SKIP :]
             crops = np.stack([images.official_crop(images.read_image(f)) for f in files])
             streams[head] = images.to_network(crops, channels_last=True)
         raw = {h: [] for h in ("mouth", *OFFICIAL_ORDER)}
         for s in range(0, n, batch):
             b = min(batch, n - s)
             x = torch.cat([streams[h][[(s + k) % streams[h].shape[0] for k in range(b)]] for h in OFFICIAL_ORDER])
-            out = models.motion(x.to(device).contiguous(memory_format=torch.channels_last),
-                                heads=("pose", "eye", "expression"))
+            out = models.motion(
+                x.to(device).contiguous(memory_format=torch.channels_last), heads=("pose", "eye", "expression")
+            )
             for i, h in enumerate(OFFICIAL_ORDER):
-                raw[h].append(out[h][i * b:(i + 1) * b].float().cpu())
-            raw["mouth"].append(models.audio(windows[s:s + b].to(device)).float().cpu())
+                raw[h].append(out[h][i * b : (i + 1) * b].float().cpu())
+            raw["mouth"].append(models.audio(windows[s : s + b].to(device)).float().cpu())
         factors = {h: Factor(h, torch.cat(v), fps=FPS) for h, v in raw.items()}
         motion = assemble_motion(n, **factors, post=PostProcess.official())
         style = torch.cat([id_vec.float().cpu().expand(n, -1), motion], 1)
         out, u8 = [], []
         for s in range(0, n, batch):
             with clock.timed("generator"):
-                img = models.generator(id_map, style[s:s + batch].to(device), impl="reference").float()
+                img = models.generator(id_map, style[s : s + batch].to(device), impl="reference").float()
             img = img.cpu()
             out.append(img)
             u8.append(images.network_to_u8(img))
     return torch.cat(out), u8
 
 
-def fast_path(engine: Engine, audio: Path, frames: int, batch: int, audio_quality: str = "official",
-              keep: int | None = None) -> tuple[torch.Tensor, list, float]:
+def fast_path(
+    engine: Engine, audio: Path, frames: int, batch: int, audio_quality: str = "official", keep: int | None = None
+) -> tuple[torch.Tensor, list, float]:
     """The CLI's path. Returns float frames (the first ``keep``), the uint8 chunks and the plan's seconds."""
     settings = settings_for(frames, batch, audio_quality)
     drivers = {h: render.Driver(d) for h, d in DRIVER_DIRS.items()}
@@ -315,6 +328,7 @@ def fast_path(engine: Engine, audio: Path, frames: int, batch: int, audio_qualit
 
 # ------------------------------------------------------------------------------------ reports
 
+
 def stage_table(results: dict[str, dict], frames: int) -> list[str]:
     ref, fast = results["reference"], results["fast"]
     peak = {k: min(r["peak"] for r in v["runs"]) for k, v in results.items()}
@@ -327,8 +341,9 @@ def stage_table(results: dict[str, dict], frames: int) -> list[str]:
     r, f = ref["cpu"] / frames, fast["cpu"] / frames
     rows.append(f"{'(CPU time)':<12}{r:>19.4f}{f:>15.4f}{r / f:>9.2f}x")
     rows.append(f"{'fps':<12}{frames / ref['wall']:>19.2f}{frames / fast['wall']:>15.2f}")
-    rows.append(f"{'peak RSS MiB':<12}{peak['reference']:>19.0f}{peak['fast']:>15.0f}"
-                f"{peak['reference'] / peak['fast']:>9.2f}x")
+    rows.append(
+        f"{'peak RSS MiB':<12}{peak['reference']:>19.0f}{peak['fast']:>15.0f}{peak['reference'] / peak['fast']:>9.2f}x"
+    )
     if "gpu_peak" in ref:
         g = {k: min(r["gpu_peak"] for r in v["runs"]) for k, v in results.items()}
         rows.append(f"{'peak GPU MiB':<12}{g['reference']:>19.0f}{g['fast']:>15.0f}{g['reference'] / g['fast']:>9.2f}x")
@@ -343,14 +358,18 @@ def compare(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 def speed(args, models, device: torch.device, tmp: Path) -> None:
     frames = args.frames
     audio = audio_for(frames, tmp)
-    print(f"\n== reference vs fast path: {frames} frames, fp32, batch 8, audio {audio.name}, "
-          f"drivers {', '.join(f'{h} {len(media.list_frame_files(d)) - 2}' for h, d in DRIVER_DIRS.items())} "
-          f"frames (looped) ==")
+    print(
+        f"\n== reference vs fast path: {frames} frames, fp32, batch 8, audio {audio.name}, "
+        f"drivers {', '.join(f'{h} {len(media.list_frame_files(d)) - 2}' for h, d in DRIVER_DIRS.items())} "
+        f"frames (looped) =="
+    )
     engine = Engine(models, device=device, precision="fp32", compile=args.compile)
     clock = StageClock(models, device)
     clock.attach(engine)
-    print(f"  RSS with the weights loaded: {status_mib('VmRSS'):.0f} MiB. Peak RSS per run: VmHWM reset before the "
-          f"run (the fast path runs first, from this state; the table shows each path's lowest)")
+    print(
+        f"  RSS with the weights loaded: {status_mib('VmRSS'):.0f} MiB. Peak RSS per run: VmHWM reset before the "
+        f"run (the fast path runs first, from this state; the table shows each path's lowest)"
+    )
     best: dict[str, dict] = {}
     outputs = {}
     for rep in range(args.repeats):
@@ -361,8 +380,10 @@ def speed(args, models, device: torch.device, tmp: Path) -> None:
                     out = fast_path(engine, audio, frames, 8)[:2]
                 else:
                     out = reference_path(models, device, audio, frames, clock)
-            print(f"  run {rep + 1} {name:<9} {res['wall']:7.1f} s wall, {res['cpu']:7.1f} s CPU, peak RSS "
-                  f"{res['peak']:6.0f} MiB   load {load_avg()}")
+            print(
+                f"  run {rep + 1} {name:<9} {res['wall']:7.1f} s wall, {res['cpu']:7.1f} s CPU, peak RSS "
+                f"{res['peak']:6.0f} MiB   load {load_avg()}"
+            )
             runs = best.get(name, {}).get("runs", []) + [res]
             warm_up = rep == 0 and args.repeats > 1
             if name not in best or warm_up or best[name]["warm_up"] or res["wall"] < best[name]["wall"]:
@@ -379,10 +400,14 @@ def speed(args, models, device: torch.device, tmp: Path) -> None:
     mx, mean = compare(fast_f, ref_f)
     u8d = np.abs(np.concatenate(ref_u8).astype(np.int16) - np.concatenate(fast_u8).astype(np.int16))
     verdict = "OK" if mx <= TOL else "FAIL"
-    print(f"\n  frames fast vs reference: max abs {mx:.3g}, mean abs {mean:.3g} (tolerance {TOL:g}: {verdict}); "
-          f"uint8: {int((u8d > 0).sum())} of {u8d.size} values differ, by at most {int(u8d.max())}")
-    print(f"  motion images encoded: reference {3 * n} (pose, expression and eye images of every frame), fast "
-          f"{sum(min(n, len(media.list_frame_files(d)) - 2) for d in DRIVER_DIRS.values())} (each distinct image once)")
+    print(
+        f"\n  frames fast vs reference: max abs {mx:.3g}, mean abs {mean:.3g} (tolerance {TOL:g}: {verdict}); "
+        f"uint8: {int((u8d > 0).sum())} of {u8d.size} values differ, by at most {int(u8d.max())}"
+    )
+    print(
+        f"  motion images encoded: reference {3 * n} (pose, expression and eye images of every frame), fast "
+        f"{sum(min(n, len(media.list_frame_files(d)) - 2) for d in DRIVER_DIRS.values())} (each distinct image once)"
+    )
     if mx > TOL:
         raise SystemExit(f"fast path differs from the reference path by {mx:.3g} > {TOL:g}")
 
@@ -394,8 +419,10 @@ def sweep(args, models, device: torch.device, tmp: Path) -> None:
     if args.compile:  # the eager fp32 frames are the baseline
         precisions.insert(0, ("fp32", False))
     print(f"\n== fast path sweep on {device}: {frames} frames, audio quality {args.audio_quality} ==")
-    print(f"  {'precision':<14}{'batch':>8}{'plan s':>8}{'generator fps':>15}{'generate fps':>14}"
-          f"{'end-to-end fps':>16}{'peak GPU GiB':>14}{'max|d| vs fp32':>16}{'mean|d|':>10}")
+    print(
+        f"  {'precision':<14}{'batch':>8}{'plan s':>8}{'generator fps':>15}{'generate fps':>14}"
+        f"{'end-to-end fps':>16}{'peak GPU GiB':>14}{'max|d| vs fp32':>16}{'mean|d|':>10}"
+    )
     base = None
     clock = StageClock(models, device)
     for prec, compiled in precisions:
@@ -423,15 +450,20 @@ def sweep(args, models, device: torch.device, tmp: Path) -> None:
             if base is None:
                 base = f
             mx, mean = compare(f, base)
-            print(f"  {name:<14}{label:>8}{t_plan:>8.2f}{frames / t_gen:>15.1f}{frames / (wall - t_plan):>14.1f}"
-                  f"{frames / wall:>16.1f}{peak:>14.2f}{mx:>16.3g}{mean:>10.3g}")
+            print(
+                f"  {name:<14}{label:>8}{t_plan:>8.2f}{frames / t_gen:>15.1f}{frames / (wall - t_plan):>14.1f}"
+                f"{frames / wall:>16.1f}{peak:>14.2f}{mx:>16.3g}{mean:>10.3g}"
+            )
     clock.remove()
-    print(f"  (generator fps: inside the generator calls only; generate fps: the streamed generation with the copy to "
-          f"the CPU and the uint8 conversion, = frames / (end to end - plan); differences over the first "
-          f"{min(frames, args.compare_frames)} frames, values in -1..1, against the first fp32 row)")
+    print(
+        f"  (generator fps: inside the generator calls only; generate fps: the streamed generation with the copy to "
+        f"the CPU and the uint8 conversion, = frames / (end to end - plan); differences over the first "
+        f"{min(frames, args.compare_frames)} frames, values in -1..1, against the first fp32 row)"
+    )
 
 
 # ------------------------------------------------------------------------------------ memory
+
 
 def child_render(argv: list[str]) -> None:
     """Runs the CLI in this (fresh) process and prints its peak memory as JSON."""
@@ -471,8 +503,9 @@ def child_render(argv: list[str]) -> None:
 
     def finish_rec(writer):  # the x264 process's peak, read before it exits
         try:
-            rec["ffmpeg_peak"] = int(Path(f"/proc/{writer._proc.pid}/status").read_text()
-                                     .split("VmHWM:")[1].split()[0]) / 1024
+            rec["ffmpeg_peak"] = (
+                int(Path(f"/proc/{writer._proc.pid}/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+            )
         except (OSError, IndexError, ValueError):
             rec["ffmpeg_peak"] = float("nan")
         return finish(writer)
@@ -492,67 +525,118 @@ def memory(args, checkpoint_path: str | None, tmp: Path) -> None:
         checkpoint_path = str(synthetic_checkpoint())
     gen = 0 if args.full else args.gen_frames
     what = "every frame generated" if args.full else f"the whole clip encoded, the first {gen} frames generated"
-    print(f"\n== peak memory of `python -m pdfgc_core render` (fresh process each, {args.device}, fp32, batch 8, "
-          f"{what}, encoded to mp4 and muxed) ==")
-    print(f"  {'clip':<7}{'frames':>7}{'encode s':>10}{'gen s':>8}{'after load MiB':>16}{'after encode':>14}"
-          f"{'peak MiB':>10}{'x264 peak':>11}")
+    print(
+        f"\n== peak memory of `python -m pdfgc_core render` (fresh process each, {args.device}, fp32, batch 8, "
+        f"{what}, encoded to mp4 and muxed) =="
+    )
+    print(
+        f"  {'clip':<7}{'frames':>7}{'encode s':>10}{'gen s':>8}{'after load MiB':>16}{'after encode':>14}"
+        f"{'peak MiB':>10}{'x264 peak':>11}"
+    )
     peaks = {}
     for seconds in args.clip_seconds:
         label = f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
         audio = looped_speech(seconds, tmp)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "_child", "--gen-frames", str(gen),
-               "--threads", str(args.threads), "--", "render", "--synthetic", "--checkpoint", checkpoint_path,
-               "--appearance", str(APPEARANCE), "--audio", str(audio),
-               *[x for h, d in DRIVER_DIRS.items() for x in (f"--{h}", str(d))],
-               "--device", args.device, "--precision", "fp32", "--batch-size", "8", "--out", str(tmp / "out.mp4")]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_child",
+            "--gen-frames",
+            str(gen),
+            "--threads",
+            str(args.threads),
+            "--",
+            "render",
+            "--synthetic",
+            "--checkpoint",
+            checkpoint_path,
+            "--appearance",
+            str(APPEARANCE),
+            "--audio",
+            str(audio),
+            *[x for h, d in DRIVER_DIRS.items() for x in (f"--{h}", str(d))],
+            "--device",
+            args.device,
+            "--precision",
+            "fp32",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp / "out.mp4"),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True)
         line = [x for x in r.stdout.splitlines() if x.startswith(CHILD_MARK)]
         if r.returncode != 0 or not line:
             print(f"  {label}: render failed (exit {r.returncode}): {r.stderr[-2000:]}")
             return
-        rec = json.loads(line[-1][len(CHILD_MARK):])
+        rec = json.loads(line[-1][len(CHILD_MARK) :])
         peaks[seconds] = rec["peak"]
-        print(f"  {label:<7}{rec['frames']:>7}{rec['encode_s']:>10.1f}{rec['generate_s']:>8.1f}"
-              f"{rec['rss_models']:>16.0f}{rec['hwm_encode']:>14.0f}{rec['peak']:>10.0f}{rec['ffmpeg_peak']:>11.0f}"
-              + ("" if rec["generated"] == rec["frames"] else f"   ({rec['generated']} generated)"))
+        print(
+            f"  {label:<7}{rec['frames']:>7}{rec['encode_s']:>10.1f}{rec['generate_s']:>8.1f}"
+            f"{rec['rss_models']:>16.0f}{rec['hwm_encode']:>14.0f}{rec['peak']:>10.0f}{rec['ffmpeg_peak']:>11.0f}"
+            + ("" if rec["generated"] == rec["frames"] else f"   ({rec['generated']} generated)")
+        )
     if len(peaks) >= 2:
         (s0, p0), (s1, p1) = min(peaks.items()), max(peaks.items())
         verdict = f" (target <= 1.5: {'OK' if p1 / p0 <= 1.5 else 'FAIL'})" if (s0, s1) == (10.0, 120.0) else ""
-        print(f"  peak {s1:g} s / {s0:g} s: {p1 / p0:.3f}{verdict}; growth {(p1 - p0) / ((s1 - s0) / 60):.0f} MiB "
-              f"per minute of clip")
-    print("  (peak = VmHWM of the Python process; x264 = VmHWM of the ffmpeg encoder, a separate process, "
-          "read before it exits)")
+        print(
+            f"  peak {s1:g} s / {s0:g} s: {p1 / p0:.3f}{verdict}; growth {(p1 - p0) / ((s1 - s0) / 60):.0f} MiB "
+            f"per minute of clip"
+        )
+    print(
+        "  (peak = VmHWM of the Python process; x264 = VmHWM of the ffmpeg encoder, a separate process, "
+        "read before it exits)"
+    )
 
 
 # ------------------------------------------------------------------------------------ main
+
 
 def main() -> None:
     if sys.argv[1:2] == ["_child"]:
         return child_render(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=32, help="frames for the reference vs fast comparison")
-    ap.add_argument("--repeats", type=int, default=2,
-                    help="runs of each path, alternating; with 2 or more, run 1 is a warm-up (it pays one-off "
-                         "costs: oneDNN kernels for each new shape, weight caches, librosa/numba imports) and the "
-                         "fastest of the others is reported")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="runs of each path, alternating; with 2 or more, run 1 is a warm-up (it pays one-off "
+        "costs: oneDNN kernels for each new shape, weight caches, librosa/numba imports) and the "
+        "fastest of the others is reported",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the parity references use 2)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     ap.add_argument("--checkpoint", default=None, help="official folder / .tar / .safetensors (default: synthetic)")
-    ap.add_argument("--precision", nargs="+", default=[], choices=["fp32", "bf16", "fp16"],
-                    help="fast-path sweep over these precisions (CUDA autocast), compared with fp32")
+    ap.add_argument(
+        "--precision",
+        nargs="+",
+        default=[],
+        choices=["fp32", "bf16", "fp16"],
+        help="fast-path sweep over these precisions (CUDA autocast), compared with fp32",
+    )
     ap.add_argument("--batch", nargs="+", default=None, help="sweep batch sizes (ints or 'auto')")
     ap.add_argument("--sweep-frames", type=int, default=None, help="frames per sweep run (default --frames)")
     ap.add_argument("--compare-frames", type=int, default=256, help="frames kept to compare precisions")
-    ap.add_argument("--audio-quality", default="official", choices=["official", "fast"],
-                    help="resampler in the sweep (official resampy or soxr)")
+    ap.add_argument(
+        "--audio-quality",
+        default="official",
+        choices=["official", "fast"],
+        help="resampler in the sweep (official resampy or soxr)",
+    )
     ap.add_argument("--compile", action="store_true", help="torch.compile the generator (Engine(compile=True))")
     ap.add_argument("--skip-speed", action="store_true", help="no reference vs fast comparison")
     ap.add_argument("--skip-memory", action="store_true", help="no 10 s / 2 min memory runs")
     ap.add_argument("--memory-only", action="store_true", help="only the memory runs")
     ap.add_argument("--gen-frames", type=int, default=16, help="memory runs: frames generated after encoding")
     ap.add_argument("--full", action="store_true", help="memory runs: generate every frame of each clip")
-    ap.add_argument("--clip-seconds", type=float, nargs="+", default=[10.0, 120.0],
-                    help="memory runs: clip lengths in seconds (speech and drivers looped)")
+    ap.add_argument(
+        "--clip-seconds",
+        type=float,
+        nargs="+",
+        default=[10.0, 120.0],
+        help="memory runs: clip lengths in seconds (speech and drivers looped)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

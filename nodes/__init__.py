@@ -30,6 +30,7 @@ values positionally, so renaming or reordering inputs breaks users' workflows.
 import importlib
 import os
 
+
 def _node_modules() -> list[str]:
     here = os.path.dirname(os.path.abspath(__file__))
     return sorted(f[:-3] for f in os.listdir(here) if f.endswith(".py") and not f.startswith("_"))
@@ -41,8 +42,10 @@ def _merge() -> tuple[dict, dict]:
         module = importlib.import_module(f".{name}", __name__)
         for node, cls in getattr(module, "NODE_CLASS_MAPPINGS", {}).items():
             if node in classes:
-                raise ImportError(f"ComfyUI-PD-FGC: node {node!r} is defined in nodes/{name}.py and "
-                                  f"again in {classes[node].__module__}")
+                raise ImportError(
+                    f"ComfyUI-PD-FGC: node {node!r} is defined in nodes/{name}.py and "
+                    f"again in {classes[node].__module__}"
+                )
             classes[node] = cls
         names.update(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", {}))
     return classes, names

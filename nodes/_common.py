@@ -8,8 +8,8 @@ bridges fall back to no progress bar, no Cancel and the CPU.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 
@@ -27,17 +27,24 @@ except ImportError:  # ``nodes`` imported as a top-level package, not inside the
 log = logging.getLogger("pdfgc")
 
 # Socket types between our nodes (names are part of saved workflows: never rename them).
-MODEL = "PDFGC_MODEL"            # ModelHandle
+MODEL = "PDFGC_MODEL"  # ModelHandle
 APPEARANCE = "PDFGC_APPEARANCE"  # pdfgc_core.pipeline.Appearance (id_vector [1,2048], id_map [1,512,7,7])
-FACTOR = "PDFGC_FACTOR"          # pdfgc_core.factors.Factor (kind, values [T,D] float32 CPU, fps)
-MOTION = "PDFGC_MOTION"          # torch float32 CPU [T,542] = [mouth 500 | expression 30 | eye 6 | pose 6]
+FACTOR = "PDFGC_FACTOR"  # pdfgc_core.factors.Factor (kind, values [T,D] float32 CPU, fps)
+MOTION = "PDFGC_MOTION"  # torch float32 CPU [T,542] = [mouth 500 | expression 30 | eye 6 | pose 6]
 
 CATEGORY = "PD-FGC"
 FRAME_CHUNK = 32  # IMAGE frames converted to network tensors at a time (bounds the extra memory)
 MAX_FRAMES = 1_000_000
-FPS_INPUT = ("FLOAT", {"default": 25.0, "min": 1.0, "max": 240.0, "step": 0.001,
-                       "tooltip": "Frame rate of these frames. PD-FGC's audio windows and the official "
-                                  "pipeline use 25."})
+FPS_INPUT = (
+    "FLOAT",
+    {
+        "default": 25.0,
+        "min": 1.0,
+        "max": 240.0,
+        "step": 0.001,
+        "tooltip": "Frame rate of these frames. PD-FGC's audio windows and the official pipeline use 25.",
+    },
+)
 
 
 def _comfy():
@@ -121,8 +128,9 @@ def make_patcher(models: PDFGCModels):
 
     offload = mm.unet_offload_device()
     models.to(offload)
-    return comfy.model_patcher.ModelPatcher(torch.nn.ModuleDict(models.networks()),
-                                            load_device=mm.get_torch_device(), offload_device=offload)
+    return comfy.model_patcher.ModelPatcher(
+        torch.nn.ModuleDict(models.networks()), load_device=mm.get_torch_device(), offload_device=offload
+    )
 
 
 def image_count(images, what: str) -> int:
@@ -131,13 +139,16 @@ def image_count(images, what: str) -> int:
         shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
         raise InputError(f"{what}: expected a ComfyUI IMAGE batch [frames, height, width, channels], got {shape}.")
     if images.shape[0] == 0:
-        raise InputError(f"{what}: the image batch is empty (0 frames). Connect at least one image; a video "
-                         "loader may have returned no frames.")
+        raise InputError(
+            f"{what}: the image batch is empty (0 frames). Connect at least one image; a video "
+            "loader may have returned no frames."
+        )
     return int(images.shape[0])
 
 
-def network_batches(images: torch.Tensor, crop: str, what: str, start: int = 0,
-                    progress: Progress | None = None) -> Iterator[torch.Tensor]:
+def network_batches(
+    images: torch.Tensor, crop: str, what: str, start: int = 0, progress: Progress | None = None
+) -> Iterator[torch.Tensor]:
     """ComfyUI IMAGE [B,H,W,C] 0..1 from frame ``start`` on -> network tensors [b,3,224,224] -1..1,
     FRAME_CHUNK frames at a time (uint8 rounding, then the official crop or a plain resize).
     Checks for Cancel between chunks."""
@@ -145,7 +156,7 @@ def network_batches(images: torch.Tensor, crop: str, what: str, start: int = 0,
     for s in range(start, n, FRAME_CHUNK):
         check_interrupt()
         try:
-            u8 = core_images.comfy_to_u8(images[s:s + FRAME_CHUNK])
+            u8 = core_images.comfy_to_u8(images[s : s + FRAME_CHUNK])
             yield core_images.prepare_batch(u8, crop=crop)
         except InputError as e:
             raise InputError(f"{what}: {e}") from None
@@ -155,4 +166,5 @@ def progress_cb(progress: Progress) -> Callable[[int], None]:
     def cb(n: int) -> None:
         progress.update(n)
         check_interrupt()
+
     return cb

@@ -5,8 +5,19 @@ from __future__ import annotations
 
 import torch
 
-from ._common import (APPEARANCE, CATEGORY, FACTOR, FPS_INPUT, MAX_FRAMES, MODEL, Progress, check_interrupt,
-                      image_count, network_batches, progress_cb)
+from ._common import (
+    APPEARANCE,
+    CATEGORY,
+    FACTOR,
+    FPS_INPUT,
+    MAX_FRAMES,
+    MODEL,
+    Progress,
+    check_interrupt,
+    image_count,
+    network_batches,
+    progress_cb,
+)
 
 try:
     from ..pdfgc_core import audio as core_audio
@@ -19,15 +30,25 @@ except ImportError:  # ``nodes`` imported as a top-level package, not inside the
     from pdfgc_core.images import CROPS
     from pdfgc_core.render import AUDIO_LEAD_SECONDS
 
-CROP_INPUT = (list(CROPS), {
-    "default": "official",
-    "tooltip": "official: the official loader's framing (resize to 224, keep rows 0-191 and columns 16-207, "
-               "resize back), for pre-aligned 224x224 faces or the crops of PD-FGC Align Faces. none: only "
-               "resize to 224x224."})
-SKIP_INPUT = ("INT", {
-    "default": 0, "min": 0, "max": MAX_FRAMES,
-    "tooltip": "Frames dropped at the start of the batch before encoding. 2 reproduces the official pipeline, "
-               "which skips the first two files of a driving frame folder."})
+CROP_INPUT = (
+    list(CROPS),
+    {
+        "default": "official",
+        "tooltip": "official: the official loader's framing (resize to 224, keep rows 0-191 and columns 16-207, "
+        "resize back), for pre-aligned 224x224 faces or the crops of PD-FGC Align Faces. none: only "
+        "resize to 224x224.",
+    },
+)
+SKIP_INPUT = (
+    "INT",
+    {
+        "default": 0,
+        "min": 0,
+        "max": MAX_FRAMES,
+        "tooltip": "Frames dropped at the start of the batch before encoding. 2 reproduces the official pipeline, "
+        "which skips the first two files of a driving frame folder.",
+    },
+)
 MODEL_INPUT = (MODEL, {"tooltip": "From PD-FGC Load Model."})
 
 
@@ -35,8 +56,10 @@ def _skip(images, skip_first: int, what: str) -> int:
     n = image_count(images, what)
     skip = int(skip_first)
     if not 0 <= skip < n:
-        raise InputError(f"{what}: skip_first={skip} leaves none of the {n} frame(s); lower skip_first "
-                         f"(at most {n - 1}) or give more frames.")
+        raise InputError(
+            f"{what}: skip_first={skip} leaves none of the {n} frame(s); lower skip_first "
+            f"(at most {n - 1}) or give more frames."
+        )
     return skip
 
 
@@ -45,14 +68,17 @@ def encode_heads(model, images, heads: tuple[str, ...], crop: str, skip_first: i
     skip = _skip(images, skip_first, what)
     progress = Progress(images.shape[0] - skip)
     engine = model.engine()
-    return engine.encode_drivers(network_batches(images, crop, what, start=skip), heads=heads, fps=float(fps),
-                                 progress=progress_cb(progress))
+    return engine.encode_drivers(
+        network_batches(images, crop, what, start=skip), heads=heads, fps=float(fps), progress=progress_cb(progress)
+    )
 
 
 class PDFGC_EncodeAppearance:
-    DESCRIPTION = ("Encodes the portrait to animate: who the person is, the background and the lighting. Give a "
-                   "face framed like PD-FGC's training data (pre-aligned 224x224, or the crops of PD-FGC Align "
-                   "Faces). With a batch, the first image is used.")
+    DESCRIPTION = (
+        "Encodes the portrait to animate: who the person is, the background and the lighting. Give a "
+        "face framed like PD-FGC's training data (pre-aligned 224x224, or the crops of PD-FGC Align "
+        "Faces). With a batch, the first image is used."
+    )
     CATEGORY = f"{CATEGORY}/encode"
     FUNCTION = "encode"
     RETURN_TYPES = (APPEARANCE,)
@@ -61,11 +87,13 @@ class PDFGC_EncodeAppearance:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": MODEL_INPUT,
-            "image": ("IMAGE", {"tooltip": "The portrait (first image of the batch)."}),
-            "crop": CROP_INPUT,
-        }}
+        return {
+            "required": {
+                "model": MODEL_INPUT,
+                "image": ("IMAGE", {"tooltip": "The portrait (first image of the batch)."}),
+                "crop": CROP_INPUT,
+            }
+        }
 
     def encode(self, model, image, crop):
         what = "PD-FGC Encode Appearance: image"
@@ -75,52 +103,89 @@ class PDFGC_EncodeAppearance:
 
 
 class PDFGC_EncodeLips:
-    DESCRIPTION = ("Encodes speech into the mouth factor: one frame of lip motion per 1/fps seconds of audio "
-                   "(official: 25 fps, 16 kHz mel windows of 0.2 s). The audio is normalised in loudness as the "
-                   "official code does; silent audio is refused (zero the mouth factor instead). Use its audio output "
-                   "in Create Video: it is shifted to line up with the lips.")
+    DESCRIPTION = (
+        "Encodes speech into the mouth factor: one frame of lip motion per 1/fps seconds of audio "
+        "(official: 25 fps, 16 kHz mel windows of 0.2 s). The audio is normalised in loudness as the "
+        "official code does; silent audio is refused (zero the mouth factor instead). Use its audio output "
+        "in Create Video: it is shifted to line up with the lips."
+    )
     CATEGORY = f"{CATEGORY}/encode"
     FUNCTION = "encode"
     RETURN_TYPES = (FACTOR, "INT", "FLOAT", "AUDIO")
     RETURN_NAMES = ("mouth", "frame_count", "fps", "audio")
-    OUTPUT_TOOLTIPS = ("The mouth factor (500 values per frame).",
-                       "Number of output frames the audio gives.",
-                       "The frame rate, to wire into Create Video.",
-                       f"The audio with its first {AUDIO_LEAD_SECONDS:g} s removed, for Create Video: each frame "
-                       f"shows the mouth of the sound {AUDIO_LEAD_SECONDS:g} s later, so this puts sound and lips in "
-                       "sync, as in the official videos.")
+    OUTPUT_TOOLTIPS = (
+        "The mouth factor (500 values per frame).",
+        "Number of output frames the audio gives.",
+        "The frame rate, to wire into Create Video.",
+        f"The audio with its first {AUDIO_LEAD_SECONDS:g} s removed, for Create Video: each frame "
+        f"shows the mouth of the sound {AUDIO_LEAD_SECONDS:g} s later, so this puts sound and lips in "
+        "sync, as in the official videos.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": MODEL_INPUT,
-            "audio": ("AUDIO", {"tooltip": "Speech, e.g. from Load Audio (only the first item of a batch is used; "
-                                           "channels are averaged)."}),
-            "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.001,
-                              "tooltip": "Video frame rate; one mouth frame per 1/fps seconds. The model was "
-                                         "trained at 25."}),
-            "quality": (list(core_audio.QUALITIES), {
-                "default": "official",
-                "tooltip": "Resampling to 16 kHz. official: resampy kaiser_best, bit-exact with the official "
-                           "code. fast: a quicker resampler, slightly different numbers."}),
-            "max_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 36000.0, "step": 0.1,
-                                      "tooltip": "Use only the first seconds of the audio (after loudness "
-                                                 "normalisation of the whole clip, as the official code). "
-                                                 "0 = all of it."}),
-        }}
+        return {
+            "required": {
+                "model": MODEL_INPUT,
+                "audio": (
+                    "AUDIO",
+                    {
+                        "tooltip": "Speech, e.g. from Load Audio (only the first item of a batch is used; "
+                        "channels are averaged)."
+                    },
+                ),
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": 25.0,
+                        "min": 1.0,
+                        "max": 120.0,
+                        "step": 0.001,
+                        "tooltip": "Video frame rate; one mouth frame per 1/fps seconds. The model was trained at 25.",
+                    },
+                ),
+                "quality": (
+                    list(core_audio.QUALITIES),
+                    {
+                        "default": "official",
+                        "tooltip": "Resampling to 16 kHz. official: resampy kaiser_best, bit-exact with the official "
+                        "code. fast: a quicker resampler, slightly different numbers.",
+                    },
+                ),
+                "max_seconds": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 36000.0,
+                        "step": 0.1,
+                        "tooltip": "Use only the first seconds of the audio (after loudness "
+                        "normalisation of the whole clip, as the official code). "
+                        "0 = all of it.",
+                    },
+                ),
+            }
+        }
 
     def encode(self, model, audio, fps, quality, max_seconds):
         what = "PD-FGC Encode Lips: audio"
         if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
-            raise InputError(f"{what}: expected a ComfyUI AUDIO ({{'waveform': [B,C,T], 'sample_rate': int}}), "
-                             f"got {type(audio).__name__}.")
+            raise InputError(
+                f"{what}: expected a ComfyUI AUDIO ({{'waveform': [B,C,T], 'sample_rate': int}}), "
+                f"got {type(audio).__name__}."
+            )
         wave = audio["waveform"]
         if not torch.is_tensor(wave) or wave.dim() != 3 or wave.shape[0] < 1:
             shape = tuple(wave.shape) if torch.is_tensor(wave) else type(wave).__name__
             raise InputError(f"{what}: waveform must be [batch, channels, samples], got {shape}.")
         try:
-            windows = core_audio.audio_to_windows(wave[0], audio["sample_rate"], fps=float(fps), quality=quality,
-                                                  max_seconds=float(max_seconds) if max_seconds > 0 else None)
+            windows = core_audio.audio_to_windows(
+                wave[0],
+                audio["sample_rate"],
+                fps=float(fps),
+                quality=quality,
+                max_seconds=float(max_seconds) if max_seconds > 0 else None,
+            )
         except InputError as e:
             raise InputError(f"{what}: {e}") from None
         check_interrupt()
@@ -139,14 +204,21 @@ class _EncodeDriver:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": MODEL_INPUT,
-            "images": ("IMAGE", {"tooltip": "Driving frames (e.g. the images of Get Video Components), faces "
-                                            "framed like the portrait."}),
-            "crop": CROP_INPUT,
-            "skip_first": SKIP_INPUT,
-            "fps": FPS_INPUT,
-        }}
+        return {
+            "required": {
+                "model": MODEL_INPUT,
+                "images": (
+                    "IMAGE",
+                    {
+                        "tooltip": "Driving frames (e.g. the images of Get Video Components), faces "
+                        "framed like the portrait."
+                    },
+                ),
+                "crop": CROP_INPUT,
+                "skip_first": SKIP_INPUT,
+                "fps": FPS_INPUT,
+            }
+        }
 
     def encode(self, model, images, crop, skip_first, fps):
         factors = encode_heads(model, images, (self.HEAD,), crop, skip_first, fps, f"PD-FGC {self.LABEL}: images")
@@ -154,8 +226,10 @@ class _EncodeDriver:
 
 
 class PDFGC_EncodePose(_EncodeDriver):
-    DESCRIPTION = ("Encodes the head pose (rotation and position) of every driving frame. Only the pose head of "
-                   "the motion encoder runs.")
+    DESCRIPTION = (
+        "Encodes the head pose (rotation and position) of every driving frame. Only the pose head of "
+        "the motion encoder runs."
+    )
     HEAD, LABEL = "pose", "Encode Pose"
     RETURN_TYPES = (FACTOR,)
     RETURN_NAMES = ("pose",)
@@ -163,8 +237,10 @@ class PDFGC_EncodePose(_EncodeDriver):
 
 
 class PDFGC_EncodeEyes(_EncodeDriver):
-    DESCRIPTION = ("Encodes the eye motion (blinks and gaze) of every driving frame. Only the eye head of the "
-                   "motion encoder runs. PD-FGC Split Eyes separates blink from gaze.")
+    DESCRIPTION = (
+        "Encodes the eye motion (blinks and gaze) of every driving frame. Only the eye head of the "
+        "motion encoder runs. PD-FGC Split Eyes separates blink from gaze."
+    )
     HEAD, LABEL = "eye", "Encode Eyes"
     RETURN_TYPES = (FACTOR,)
     RETURN_NAMES = ("eye",)
@@ -172,9 +248,11 @@ class PDFGC_EncodeEyes(_EncodeDriver):
 
 
 class PDFGC_EncodeExpression(_EncodeDriver):
-    DESCRIPTION = ("Encodes the facial expression (brows, cheeks, smile; not the lips' speech motion) of every "
-                   "driving frame. Only the expression head of the motion encoder runs. One image gives a "
-                   "one-frame expression, held by Combine Motion.")
+    DESCRIPTION = (
+        "Encodes the facial expression (brows, cheeks, smile; not the lips' speech motion) of every "
+        "driving frame. Only the expression head of the motion encoder runs. One image gives a "
+        "one-frame expression, held by Combine Motion."
+    )
     HEAD, LABEL = "expression", "Encode Expression"
     RETURN_TYPES = (FACTOR,)
     RETURN_NAMES = ("expression",)
@@ -182,8 +260,10 @@ class PDFGC_EncodeExpression(_EncodeDriver):
 
 
 class PDFGC_EncodeMotion(_EncodeDriver):
-    DESCRIPTION = ("Encodes pose, eyes and expression from one driving video at once (each frame goes through "
-                   "the motion encoder once). Use the single encoders to take them from different videos.")
+    DESCRIPTION = (
+        "Encodes pose, eyes and expression from one driving video at once (each frame goes through "
+        "the motion encoder once). Use the single encoders to take them from different videos."
+    )
     LABEL = "Encode Motion"
     RETURN_TYPES = (FACTOR, FACTOR, FACTOR)
     RETURN_NAMES = ("pose", "eye", "expression")

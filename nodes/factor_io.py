@@ -54,8 +54,9 @@ def list_factor_files() -> list[str]:
         fp = _folder_paths()
     except ImportError:
         return []
-    return (_factor_files(fp.get_input_directory())
-            + [name + OUTPUT_TAG for name in _factor_files(fp.get_output_directory())])
+    return _factor_files(fp.get_input_directory()) + [
+        name + OUTPUT_TAG for name in _factor_files(fp.get_output_directory())
+    ]
 
 
 def resolve_factor_file(name: str) -> str:
@@ -79,23 +80,31 @@ def _next_path(folder: str, stem: str) -> tuple[str, int]:
 
 
 class PDFGC_SaveFactor:
-    DESCRIPTION = ("Saves a factor (e.g. a head motion or an expression) as a .safetensors file in ComfyUI's output "
-                   "folder, named <prefix>_00001_.safetensors; PD-FGC Load Factor lists it.")
+    DESCRIPTION = (
+        "Saves a factor (e.g. a head motion or an expression) as a .safetensors file in ComfyUI's output "
+        "folder, named <prefix>_00001_.safetensors; PD-FGC Load Factor lists it."
+    )
     CATEGORY = f"{CATEGORY}/factors"
     FUNCTION = "save"
     OUTPUT_NODE = True
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("file",)
-    OUTPUT_TOOLTIPS = ("The saved file as PD-FGC Load Factor names it (\"<subfolder>/<name> [output]\").",)
+    OUTPUT_TOOLTIPS = ('The saved file as PD-FGC Load Factor names it ("<subfolder>/<name> [output]").',)
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "factor": (FACTOR, {"tooltip": "The factor to save."}),
-            "filename_prefix": ("STRING", {"default": "pdfgc/factor",
-                                           "tooltip": "File name prefix; may include subfolders of the output "
-                                                      "folder."}),
-        }}
+        return {
+            "required": {
+                "factor": (FACTOR, {"tooltip": "The factor to save."}),
+                "filename_prefix": (
+                    "STRING",
+                    {
+                        "default": "pdfgc/factor",
+                        "tooltip": "File name prefix; may include subfolders of the output folder.",
+                    },
+                ),
+            }
+        }
 
     def save(self, factor, filename_prefix):
         if not isinstance(factor, core.Factor):
@@ -105,22 +114,37 @@ class PDFGC_SaveFactor:
         folder = os.path.abspath(os.path.join(out_root, os.path.dirname(prefix)))
         stem = os.path.basename(prefix)
         if os.path.commonpath([out_root, folder]) != out_root or not stem or stem in (".", ".."):
-            raise InputError(f"PD-FGC Save Factor: filename_prefix {filename_prefix!r} must name a file inside the "
-                             "output folder (e.g. pdfgc/expression).")
+            raise InputError(
+                f"PD-FGC Save Factor: filename_prefix {filename_prefix!r} must name a file inside the "
+                "output folder (e.g. pdfgc/expression)."
+            )
         path, _ = _next_path(folder, stem)
         core.save_factor(factor, path)
         subfolder = os.path.relpath(folder, out_root).replace(os.sep, "/")
         subfolder = "" if subfolder == "." else subfolder
         filename = os.path.basename(path)
         listed = (f"{subfolder}/{filename}" if subfolder else filename) + OUTPUT_TAG
-        return {"ui": {"factors": [{"filename": filename, "subfolder": subfolder, "type": "output",
-                                    "kind": factor.kind, "frames": len(factor)}]},
-                "result": (listed,)}
+        return {
+            "ui": {
+                "factors": [
+                    {
+                        "filename": filename,
+                        "subfolder": subfolder,
+                        "type": "output",
+                        "kind": factor.kind,
+                        "frames": len(factor),
+                    }
+                ]
+            },
+            "result": (listed,),
+        }
 
 
 class PDFGC_LoadFactor:
-    DESCRIPTION = ("Loads a factor saved by PD-FGC Save Factor: from ComfyUI's input folder, its output folder "
-                   "(marked [output]), or any path given in path.")
+    DESCRIPTION = (
+        "Loads a factor saved by PD-FGC Save Factor: from ComfyUI's input folder, its output folder "
+        "(marked [output]), or any path given in path."
+    )
     CATEGORY = f"{CATEGORY}/factors"
     FUNCTION = "load"
     RETURN_TYPES = (FACTOR, "INT")
@@ -131,17 +155,31 @@ class PDFGC_LoadFactor:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "file": (list_factor_files() or [NO_FILES], {
-                    "tooltip": "A factor file in ComfyUI's input folder or output folder ([output]). Refresh the "
-                               "page (R) to see newly saved files."}),
-                "kind": (list(KINDS), {"default": "any",
-                                       "tooltip": "The factor kind expected; any other kind is an error. any: "
-                                                  "accept what the file holds."}),
+                "file": (
+                    list_factor_files() or [NO_FILES],
+                    {
+                        "tooltip": "A factor file in ComfyUI's input folder or output folder ([output]). Refresh the "
+                        "page (R) to see newly saved files."
+                    },
+                ),
+                "kind": (
+                    list(KINDS),
+                    {
+                        "default": "any",
+                        "tooltip": "The factor kind expected; any other kind is an error. any: "
+                        "accept what the file holds.",
+                    },
+                ),
             },
             "optional": {
-                "path": ("STRING", {"default": "",
-                                    "tooltip": "If not empty, load this file instead: an absolute path, or a name "
-                                               "like file.safetensors [output]."}),
+                "path": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "If not empty, load this file instead: an absolute path, or a name "
+                        "like file.safetensors [output].",
+                    },
+                ),
             },
         }
 
@@ -161,8 +199,10 @@ class PDFGC_LoadFactor:
     def load(self, file, kind, path=""):
         name = str(path).strip() or file
         if name == NO_FILES:
-            raise MediaError("PD-FGC Load Factor: there are no factor files in ComfyUI's input or output folder; "
-                             "save one with PD-FGC Save Factor (then refresh the page) or give a path.")
+            raise MediaError(
+                "PD-FGC Load Factor: there are no factor files in ComfyUI's input or output folder; "
+                "save one with PD-FGC Save Factor (then refresh the page) or give a path."
+            )
         if kind not in KINDS:
             raise InputError(f"PD-FGC Load Factor: kind {kind!r} is not one of {', '.join(KINDS)}.")
         try:

@@ -17,13 +17,19 @@ except ImportError:  # ``nodes`` imported as a top-level package, not inside the
     from pdfgc_core.errors import InputError
 
 OPS = f"{CATEGORY}/factors"
-FACTOR_INPUT = (FACTOR, {"tooltip": "A motion factor (mouth, pose, eye or expression) from a PD-FGC encoder or "
-                                    "another factor node."})
-FIT_INPUT = (list(core.FIT_MODES), {
-    "default": "loop",
-    "tooltip": "How a sequence is brought to the needed length: loop (repeat from the start, official), "
-               "pingpong (forwards then backwards), hold (play once, then keep the last frame), truncate (only "
-               "shorten; an error if it is too short)."})
+FACTOR_INPUT = (
+    FACTOR,
+    {"tooltip": "A motion factor (mouth, pose, eye or expression) from a PD-FGC encoder or another factor node."},
+)
+FIT_INPUT = (
+    list(core.FIT_MODES),
+    {
+        "default": "loop",
+        "tooltip": "How a sequence is brought to the needed length: loop (repeat from the start, official), "
+        "pingpong (forwards then backwards), hold (play once, then keep the last frame), truncate (only "
+        "shorten; an error if it is too short).",
+    },
+)
 
 
 def _a(kind: str) -> str:
@@ -44,8 +50,10 @@ class _Op:
 
 
 class PDFGC_ZeroFactor(_Op):
-    DESCRIPTION = ("A factor of zeros with the input's kind and length: the neutral value (no pose change, open "
-                   "eyes looking ahead, neutral expression, closed mouth), i.e. that factor turned off.")
+    DESCRIPTION = (
+        "A factor of zeros with the input's kind and length: the neutral value (no pose change, open "
+        "eyes looking ahead, neutral expression, closed mouth), i.e. that factor turned off."
+    )
     FUNCTION = "zero"
 
     @classmethod
@@ -57,48 +65,98 @@ class PDFGC_ZeroFactor(_Op):
 
 
 class PDFGC_FactorStrength(_Op):
-    DESCRIPTION = ("Multiplies a factor by a strength: 0 turns it off, 1 keeps it, above 1 exaggerates, "
-                   "negative inverts. Applied before Combine Motion's official gains.")
+    DESCRIPTION = (
+        "Multiplies a factor by a strength: 0 turns it off, 1 keeps it, above 1 exaggerates, "
+        "negative inverts. Applied before Combine Motion's official gains."
+    )
     FUNCTION = "scale"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "factor": FACTOR_INPUT,
-            "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01,
-                                   "tooltip": "Multiplier for every value of every frame."}),
-        }}
+        return {
+            "required": {
+                "factor": FACTOR_INPUT,
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": -10.0,
+                        "max": 10.0,
+                        "step": 0.01,
+                        "tooltip": "Multiplier for every value of every frame.",
+                    },
+                ),
+            }
+        }
 
     def scale(self, factor, strength):
         return (core.scale(_factor(factor, "PD-FGC Factor Strength: factor"), float(strength)),)
 
 
 class PDFGC_MixFactors(_Op):
-    DESCRIPTION = ("Interpolates between two factors of the same kind: (1 - t) * a + t * b per frame. constant: "
-                   "one t for every frame. ramp: t goes from start on the first frame to end on the last, e.g. a "
-                   "smooth change from one expression to another.")
+    DESCRIPTION = (
+        "Interpolates between two factors of the same kind: (1 - t) * a + t * b per frame. constant: "
+        "one t for every frame. ramp: t goes from start on the first frame to end on the last, e.g. a "
+        "smooth change from one expression to another."
+    )
     FUNCTION = "mix"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "a": (FACTOR, {"tooltip": "The factor at t = 0."}),
-            "b": (FACTOR, {"tooltip": "The factor at t = 1 (same kind as a)."}),
-            "mode": (["constant", "ramp"], {"default": "ramp",
-                                            "tooltip": "constant: t for every frame. ramp: from start to end."}),
-            "t": ("FLOAT", {"default": 0.5, "min": -2.0, "max": 3.0, "step": 0.01,
-                            "tooltip": "constant mode: weight of b (0 = a, 1 = b; beyond extrapolates)."}),
-            "start": ("FLOAT", {"default": 0.0, "min": -2.0, "max": 3.0, "step": 0.01,
-                                "tooltip": "ramp mode: weight of b on the first frame."}),
-            "end": ("FLOAT", {"default": 1.0, "min": -2.0, "max": 3.0, "step": 0.01,
-                              "tooltip": "ramp mode: weight of b on the last frame."}),
-            "curve": (list(core.RAMP_CURVES), {"default": "smoothstep",
-                                               "tooltip": "ramp mode: linear, or smoothstep (eases in and out)."}),
-            "length": ("INT", {"default": 0, "min": 0, "max": MAX_FRAMES,
-                               "tooltip": "Frames of the result; 0 = the longer of a and b. Both are fitted to "
-                                          "it first."}),
-            "fit": FIT_INPUT,
-        }}
+        return {
+            "required": {
+                "a": (FACTOR, {"tooltip": "The factor at t = 0."}),
+                "b": (FACTOR, {"tooltip": "The factor at t = 1 (same kind as a)."}),
+                "mode": (
+                    ["constant", "ramp"],
+                    {"default": "ramp", "tooltip": "constant: t for every frame. ramp: from start to end."},
+                ),
+                "t": (
+                    "FLOAT",
+                    {
+                        "default": 0.5,
+                        "min": -2.0,
+                        "max": 3.0,
+                        "step": 0.01,
+                        "tooltip": "constant mode: weight of b (0 = a, 1 = b; beyond extrapolates).",
+                    },
+                ),
+                "start": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": -2.0,
+                        "max": 3.0,
+                        "step": 0.01,
+                        "tooltip": "ramp mode: weight of b on the first frame.",
+                    },
+                ),
+                "end": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": -2.0,
+                        "max": 3.0,
+                        "step": 0.01,
+                        "tooltip": "ramp mode: weight of b on the last frame.",
+                    },
+                ),
+                "curve": (
+                    list(core.RAMP_CURVES),
+                    {"default": "smoothstep", "tooltip": "ramp mode: linear, or smoothstep (eases in and out)."},
+                ),
+                "length": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": MAX_FRAMES,
+                        "tooltip": "Frames of the result; 0 = the longer of a and b. Both are fitted to it first.",
+                    },
+                ),
+                "fit": FIT_INPUT,
+            }
+        }
 
     def mix(self, a, b, mode, t, start, end, curve, length, fit):
         a, b = _factor(a, "PD-FGC Mix Factors: a"), _factor(b, "PD-FGC Mix Factors: b")
@@ -113,9 +171,11 @@ class PDFGC_MixFactors(_Op):
 
 
 class PDFGC_SplitEyes:
-    DESCRIPTION = ("Splits an eye factor into blink (dims 0, 1, 4, 5) and gaze (dims 2, 3), each an eye factor "
-                   "with the other dims zero, so blinks and gaze can come from different videos (PD-FGC Merge "
-                   "Eyes) or be edited separately.")
+    DESCRIPTION = (
+        "Splits an eye factor into blink (dims 0, 1, 4, 5) and gaze (dims 2, 3), each an eye factor "
+        "with the other dims zero, so blinks and gaze can come from different videos (PD-FGC Merge "
+        "Eyes) or be edited separately."
+    )
     CATEGORY = OPS
     FUNCTION = "split"
     RETURN_TYPES = (FACTOR, FACTOR)
@@ -136,41 +196,65 @@ class PDFGC_MergeEyes(_Op):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "blink": (FACTOR, {"tooltip": "Eye factor giving the blinks (dims 0, 1, 4, 5)."}),
-            "gaze": (FACTOR, {"tooltip": "Eye factor giving the gaze (dims 2, 3)."}),
-            "fit": FIT_INPUT,
-        }}
+        return {
+            "required": {
+                "blink": (FACTOR, {"tooltip": "Eye factor giving the blinks (dims 0, 1, 4, 5)."}),
+                "gaze": (FACTOR, {"tooltip": "Eye factor giving the gaze (dims 2, 3)."}),
+                "fit": FIT_INPUT,
+            }
+        }
 
     def merge(self, blink, gaze, fit):
-        return (core.merge_eye(_factor(blink, "PD-FGC Merge Eyes: blink"), _factor(gaze, "PD-FGC Merge Eyes: gaze"),
-                               fit=fit),)
+        return (
+            core.merge_eye(
+                _factor(blink, "PD-FGC Merge Eyes: blink"), _factor(gaze, "PD-FGC Merge Eyes: gaze"), fit=fit
+            ),
+        )
 
 
 class PDFGC_SmoothFactor(_Op):
-    DESCRIPTION = ("Smooths a factor over time to remove jitter. Combine Motion already applies the official "
-                   "smoothing (mouth: 3-tap Gaussian, pose: 3-frame mean); this is extra.")
+    DESCRIPTION = (
+        "Smooths a factor over time to remove jitter. Combine Motion already applies the official "
+        "smoothing (mouth: 3-tap Gaussian, pose: 3-frame mean); this is extra."
+    )
     FUNCTION = "smooth"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "factor": FACTOR_INPUT,
-            "method": (list(core.SMOOTHING_METHODS), {"default": "gaussian",
-                                                      "tooltip": "gaussian, box (plain mean) or none."}),
-            "window": ("INT", {"default": 5, "min": 1, "max": 101, "step": 2,
-                               "tooltip": "Frames in the filter (odd)."}),
-            "sigma": ("FLOAT", {"default": 1.5, "min": 0.01, "max": 100.0, "step": 0.01,
-                                "tooltip": "gaussian: standard deviation in frames."}),
-            "edge": (["replicate", "official"], {
-                "default": "replicate",
-                "tooltip": "replicate: repeat the first / last frame beyond the ends. official: as the official "
-                           "post-processing (the Gaussian fades the first and last frames towards zero)."}),
-        }}
+        return {
+            "required": {
+                "factor": FACTOR_INPUT,
+                "method": (
+                    list(core.SMOOTHING_METHODS),
+                    {"default": "gaussian", "tooltip": "gaussian, box (plain mean) or none."},
+                ),
+                "window": (
+                    "INT",
+                    {"default": 5, "min": 1, "max": 101, "step": 2, "tooltip": "Frames in the filter (odd)."},
+                ),
+                "sigma": (
+                    "FLOAT",
+                    {
+                        "default": 1.5,
+                        "min": 0.01,
+                        "max": 100.0,
+                        "step": 0.01,
+                        "tooltip": "gaussian: standard deviation in frames.",
+                    },
+                ),
+                "edge": (
+                    ["replicate", "official"],
+                    {
+                        "default": "replicate",
+                        "tooltip": "replicate: repeat the first / last frame beyond the ends. official: as the official "
+                        "post-processing (the Gaussian fades the first and last frames towards zero).",
+                    },
+                ),
+            }
+        }
 
     def smooth(self, factor, method, window, sigma, edge):
-        return (core.smooth(_factor(factor, "PD-FGC Smooth Factor: factor"), method, int(window), float(sigma),
-                            edge),)
+        return (core.smooth(_factor(factor, "PD-FGC Smooth Factor: factor"), method, int(window), float(sigma), edge),)
 
 
 class PDFGC_HoldFrame(_Op):
@@ -179,13 +263,29 @@ class PDFGC_HoldFrame(_Op):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "factor": FACTOR_INPUT,
-            "frame": ("INT", {"default": 0, "min": -MAX_FRAMES, "max": MAX_FRAMES,
-                              "tooltip": "The frame to keep; negative counts from the end (-1 = last)."}),
-            "length": ("INT", {"default": 0, "min": 0, "max": MAX_FRAMES,
-                               "tooltip": "Frames of the result; 0 = as many as the input."}),
-        }}
+        return {
+            "required": {
+                "factor": FACTOR_INPUT,
+                "frame": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": -MAX_FRAMES,
+                        "max": MAX_FRAMES,
+                        "tooltip": "The frame to keep; negative counts from the end (-1 = last).",
+                    },
+                ),
+                "length": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": MAX_FRAMES,
+                        "tooltip": "Frames of the result; 0 = as many as the input.",
+                    },
+                ),
+            }
+        }
 
     def hold(self, factor, frame, length):
         f = _factor(factor, "PD-FGC Hold Frame: factor")
@@ -198,41 +298,59 @@ class PDFGC_FitLength(_Op):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "factor": FACTOR_INPUT,
-            "length": ("INT", {"default": 100, "min": 1, "max": MAX_FRAMES,
-                               "tooltip": "Frames of the result (e.g. frame_count of PD-FGC Encode Lips)."}),
-            "mode": FIT_INPUT,
-        }}
+        return {
+            "required": {
+                "factor": FACTOR_INPUT,
+                "length": (
+                    "INT",
+                    {
+                        "default": 100,
+                        "min": 1,
+                        "max": MAX_FRAMES,
+                        "tooltip": "Frames of the result (e.g. frame_count of PD-FGC Encode Lips).",
+                    },
+                ),
+                "mode": FIT_INPUT,
+            }
+        }
 
     def fit(self, factor, length, mode):
         return (core.fit_length(_factor(factor, "PD-FGC Fit Length: factor"), int(length), mode),)
 
 
 class PDFGC_RetimeFactor(_Op):
-    DESCRIPTION = ("Resamples a factor in time to another frame rate (e.g. a 30 fps driving video for 25 fps "
-                   "output); the number of frames changes accordingly.")
+    DESCRIPTION = (
+        "Resamples a factor in time to another frame rate (e.g. a 30 fps driving video for 25 fps "
+        "output); the number of frames changes accordingly."
+    )
     FUNCTION = "retime"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "factor": FACTOR_INPUT,
-            "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 240.0, "step": 0.001,
-                              "tooltip": "The new frame rate."}),
-            "method": (["linear", "nearest"], {"default": "linear",
-                                                             "tooltip": "linear interpolation, or the nearest "
-                                                                        "frame."}),
-        }}
+        return {
+            "required": {
+                "factor": FACTOR_INPUT,
+                "fps": (
+                    "FLOAT",
+                    {"default": 25.0, "min": 1.0, "max": 240.0, "step": 0.001, "tooltip": "The new frame rate."},
+                ),
+                "method": (
+                    ["linear", "nearest"],
+                    {"default": "linear", "tooltip": "linear interpolation, or the nearest frame."},
+                ),
+            }
+        }
 
     def retime(self, factor, fps, method):
         return (core.retime(_factor(factor, "PD-FGC Retime Factor: factor"), float(fps), method),)
 
 
 class PDFGC_CombineMotion:
-    DESCRIPTION = ("Assembles the generator's motion from up to four factors: any factor not connected is zero "
-                   "(neutral). Each is fitted to the output length, then the official post-processing (gains, "
-                   "mouth and pose smoothing) is applied once, as in the official code.")
+    DESCRIPTION = (
+        "Assembles the generator's motion from up to four factors: any factor not connected is zero "
+        "(neutral). Each is fitted to the output length, then the official post-processing (gains, "
+        "mouth and pose smoothing) is applied once, as in the official code."
+    )
     CATEGORY = OPS
     FUNCTION = "combine"
     RETURN_TYPES = (MOTION, "INT")
@@ -244,27 +362,50 @@ class PDFGC_CombineMotion:
         gain = {"min": -10.0, "max": 10.0, "step": 0.01}
         return {
             "required": {
-                "length": ("INT", {"default": 0, "min": 0, "max": MAX_FRAMES,
-                                   "tooltip": "Output frames; 0 = as many as the mouth factor (or the longest "
-                                              "connected factor if there is no mouth)."}),
+                "length": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": MAX_FRAMES,
+                        "tooltip": "Output frames; 0 = as many as the mouth factor (or the longest "
+                        "connected factor if there is no mouth).",
+                    },
+                ),
                 "fit": FIT_INPUT,
-                "match_fps": ("BOOLEAN", {"default": True,
-                                          "tooltip": "Resample (linear) factors whose frame rate differs from the "
-                                                     "mouth's (or the first connected factor's) before fitting. "
-                                                     "Off: frames are matched one to one."}),
-                "post_process": ("BOOLEAN", {"default": True,
-                                             "tooltip": "Official post-processing: the gains below, a 3-tap "
-                                                        "Gaussian on the mouth and a 3-frame mean on the pose. "
-                                                        "Off: the factors reach the generator unchanged."}),
+                "match_fps": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": "Resample (linear) factors whose frame rate differs from the "
+                        "mouth's (or the first connected factor's) before fitting. "
+                        "Off: frames are matched one to one.",
+                    },
+                ),
+                "post_process": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": "Official post-processing: the gains below, a 3-tap "
+                        "Gaussian on the mouth and a 3-frame mean on the pose. "
+                        "Off: the factors reach the generator unchanged.",
+                    },
+                ),
                 "mouth_gain": ("FLOAT", {"default": 1.5, **gain, "tooltip": "Mouth gain (official 1.5)."}),
-                "expression_gain": ("FLOAT", {"default": 1.2, **gain,
-                                              "tooltip": "Expression gain (official 1.2)."}),
+                "expression_gain": ("FLOAT", {"default": 1.2, **gain, "tooltip": "Expression gain (official 1.2)."}),
                 "eye_gain": ("FLOAT", {"default": 1.2, **gain, "tooltip": "Eye gain (official 1.2)."}),
                 "pose_gain": ("FLOAT", {"default": 1.0, **gain, "tooltip": "Pose gain (official 1.0)."}),
-                "blink": ("BOOLEAN", {"default": True, "tooltip": "Keep the blinks of the eye factor (dims 0, 1, "
-                                                                  "4, 5); off: eyes stay open."}),
-                "gaze": ("BOOLEAN", {"default": True, "tooltip": "Keep the gaze of the eye factor (dims 2, 3); "
-                                                                 "off: eyes look ahead."}),
+                "blink": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": "Keep the blinks of the eye factor (dims 0, 1, 4, 5); off: eyes stay open.",
+                    },
+                ),
+                "gaze": (
+                    "BOOLEAN",
+                    {"default": True, "tooltip": "Keep the gaze of the eye factor (dims 2, 3); off: eyes look ahead."},
+                ),
             },
             "optional": {
                 "mouth": (FACTOR, {"tooltip": "Mouth factor (PD-FGC Encode Lips). Not connected: closed mouth."}),
@@ -274,18 +415,36 @@ class PDFGC_CombineMotion:
             },
         }
 
-    def combine(self, length, fit, match_fps, post_process, mouth_gain, expression_gain, eye_gain, pose_gain,
-                blink, gaze, mouth=None, expression=None, eye=None, pose=None):
+    def combine(
+        self,
+        length,
+        fit,
+        match_fps,
+        post_process,
+        mouth_gain,
+        expression_gain,
+        eye_gain,
+        pose_gain,
+        blink,
+        gaze,
+        mouth=None,
+        expression=None,
+        eye=None,
+        pose=None,
+    ):
         given = {"mouth": mouth, "expression": expression, "eye": eye, "pose": pose}
         given = {k: _factor(f, f"PD-FGC Combine Motion: {k}") for k, f in given.items() if f is not None}
         for kind, f in given.items():
             if f.kind != kind:
-                raise InputError(f"PD-FGC Combine Motion: the {kind} input got {_a(f.kind)} factor; connect "
-                                 f"{_a(kind)} factor there.")
+                raise InputError(
+                    f"PD-FGC Combine Motion: the {kind} input got {_a(f.kind)} factor; connect {_a(kind)} factor there."
+                )
         if match_fps and given:
             ref = given["mouth"] if "mouth" in given else next(iter(given.values()))
-            given = {k: (f if math.isclose(f.fps, ref.fps, rel_tol=1e-6) else core.retime(f, ref.fps))
-                     for k, f in given.items()}
+            given = {
+                k: (f if math.isclose(f.fps, ref.fps, rel_tol=1e-6) else core.retime(f, ref.fps))
+                for k, f in given.items()
+            }
         if length > 0:
             n = int(length)
         elif "mouth" in given:
@@ -293,11 +452,20 @@ class PDFGC_CombineMotion:
         elif given:
             n = max(len(f) for f in given.values())
         else:
-            raise InputError("PD-FGC Combine Motion: connect at least one factor, or set length to the number of "
-                             "frames of a still (all-neutral) motion.")
-        post = (core.PostProcess(mouth_gain=float(mouth_gain), expression_gain=float(expression_gain),
-                                 eye_gain=float(eye_gain), pose_gain=float(pose_gain))
-                if post_process else core.PostProcess.none())
+            raise InputError(
+                "PD-FGC Combine Motion: connect at least one factor, or set length to the number of "
+                "frames of a still (all-neutral) motion."
+            )
+        post = (
+            core.PostProcess(
+                mouth_gain=float(mouth_gain),
+                expression_gain=float(expression_gain),
+                eye_gain=float(eye_gain),
+                pose_gain=float(pose_gain),
+            )
+            if post_process
+            else core.PostProcess.none()
+        )
         motion = core.assemble_motion(n, **given, fit=fit, post=post, blink=bool(blink), gaze=bool(gaze))
         return (motion, n)
 

@@ -19,10 +19,12 @@ MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 
 class PDFGC_Generate:
-    DESCRIPTION = ("Renders the talking head: the portrait's appearance driven by the per-frame motion, "
-                   f"{SIZE}x{SIZE} pixels per frame, computed batch_size frames at a time (progress bar, Cancel "
-                   "works between batches). Returns the whole clip as one IMAGE batch, which takes about frames x "
-                   f"{SIZE}x{SIZE}x3x4 bytes of memory (600 KB per frame, 1.5 GB for a 100 s clip at 25 fps).")
+    DESCRIPTION = (
+        "Renders the talking head: the portrait's appearance driven by the per-frame motion, "
+        f"{SIZE}x{SIZE} pixels per frame, computed batch_size frames at a time (progress bar, Cancel "
+        "works between batches). Returns the whole clip as one IMAGE batch, which takes about frames x "
+        f"{SIZE}x{SIZE}x3x4 bytes of memory (600 KB per frame, 1.5 GB for a 100 s clip at 25 fps)."
+    )
     CATEGORY = CATEGORY
     FUNCTION = "generate"
     RETURN_TYPES = ("IMAGE",)
@@ -31,26 +33,46 @@ class PDFGC_Generate:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": (MODEL, {"tooltip": "From PD-FGC Load Model."}),
-            "appearance": (APPEARANCE, {"tooltip": "From PD-FGC Encode Appearance."}),
-            "motion": (MOTION, {"tooltip": "From PD-FGC Combine Motion."}),
-            "batch_size": ("INT", {"default": OFFICIAL_BATCH, "min": 1, "max": 256,
-                                   "tooltip": "Frames generated at a time: more is faster on a GPU and needs more "
-                                              "memory. Changes the frames only by float rounding (~1e-6)."}),
-            "noise": ("INT", {"default": -1, "min": -1, "max": MAX_SEED,
-                              "tooltip": "-1: the noise maps stored in the checkpoint (official, identical every "
-                                         "run). 0 or more: fresh noise drawn from this seed (fine texture "
-                                         "changes)."}),
-        }}
+        return {
+            "required": {
+                "model": (MODEL, {"tooltip": "From PD-FGC Load Model."}),
+                "appearance": (APPEARANCE, {"tooltip": "From PD-FGC Encode Appearance."}),
+                "motion": (MOTION, {"tooltip": "From PD-FGC Combine Motion."}),
+                "batch_size": (
+                    "INT",
+                    {
+                        "default": OFFICIAL_BATCH,
+                        "min": 1,
+                        "max": 256,
+                        "tooltip": "Frames generated at a time: more is faster on a GPU and needs more "
+                        "memory. Changes the frames only by float rounding (~1e-6).",
+                    },
+                ),
+                "noise": (
+                    "INT",
+                    {
+                        "default": -1,
+                        "min": -1,
+                        "max": MAX_SEED,
+                        "tooltip": "-1: the noise maps stored in the checkpoint (official, identical every "
+                        "run). 0 or more: fresh noise drawn from this seed (fine texture "
+                        "changes).",
+                    },
+                ),
+            }
+        }
 
     def generate(self, model, appearance, motion, batch_size, noise):
         what = "PD-FGC Generate"
         if not isinstance(appearance, Appearance):
-            raise InputError(f"{what}: appearance must come from PD-FGC Encode Appearance, got {type(appearance).__name__}.")
+            raise InputError(
+                f"{what}: appearance must come from PD-FGC Encode Appearance, got {type(appearance).__name__}."
+            )
         if not torch.is_tensor(motion) or motion.dim() != 2 or motion.shape[1] != MOTION_DIM:
             shape = tuple(motion.shape) if torch.is_tensor(motion) else type(motion).__name__
-            raise InputError(f"{what}: motion must come from PD-FGC Combine Motion ([frames, {MOTION_DIM}]), got {shape}.")
+            raise InputError(
+                f"{what}: motion must come from PD-FGC Combine Motion ([frames, {MOTION_DIM}]), got {shape}."
+            )
         n = int(motion.shape[0])
         if n == 0:
             raise InputError(f"{what}: the motion has 0 frames; nothing to generate.")
@@ -58,11 +80,16 @@ class PDFGC_Generate:
         progress = Progress(n)
         out = torch.empty((n, SIZE, SIZE, 3), dtype=torch.float32, device=intermediate_device())
         done = 0
-        for chunk in engine.generate(appearance, motion, batch_size=int(batch_size),
-                                     noise=None if noise < 0 else int(noise),
-                                     progress=progress.update, check_interrupt=check_interrupt):
+        for chunk in engine.generate(
+            appearance,
+            motion,
+            batch_size=int(batch_size),
+            noise=None if noise < 0 else int(noise),
+            progress=progress.update,
+            check_interrupt=check_interrupt,
+        ):
             frames = network_to_comfy(chunk)
-            out[done:done + frames.shape[0]] = frames.to(out.device)
+            out[done : done + frames.shape[0]] = frames.to(out.device)
             done += frames.shape[0]
         return (out,)
 

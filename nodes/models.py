@@ -75,47 +75,69 @@ def resolve_checkpoint(name: str) -> str:
         is_folder = str(name).endswith("/")
         for root in roots:
             path = os.path.join(root, *parts)
-            if (os.path.isdir(path) if is_folder else os.path.isfile(path)):
+            if os.path.isdir(path) if is_folder else os.path.isfile(path):
                 return path
     available = list_checkpoints()
     if not available:
-        raise CheckpointError(f"PD-FGC Load Model: no checkpoints found in {where}. {core.INSTALL_HINT} "
-                              f"Then refresh the page (press R) and pick it in this node.")
-    raise CheckpointError(f"PD-FGC Load Model: checkpoint {name!r} is not in {where} (found: "
-                          f"{', '.join(available[:10])}). Pick one of those, or put the missing checkpoint there "
-                          f"and refresh the page (press R).")
+        raise CheckpointError(
+            f"PD-FGC Load Model: no checkpoints found in {where}. {core.INSTALL_HINT} "
+            f"Then refresh the page (press R) and pick it in this node."
+        )
+    raise CheckpointError(
+        f"PD-FGC Load Model: checkpoint {name!r} is not in {where} (found: "
+        f"{', '.join(available[:10])}). Pick one of those, or put the missing checkpoint there "
+        f"and refresh the page (press R)."
+    )
 
 
 class PDFGC_LoadModel:
-    DESCRIPTION = ("Loads the four PD-FGC networks (appearance, motion, audio encoders and the generator) from "
-                   "ComfyUI/models/pdfgc/: the official checkpoints.tar, a folder holding appearance_model.pth, "
-                   "motion_model.pth, audio_model.pth and generator_model.pth, or a .safetensors file converted "
-                   "with `python -m pdfgc_core convert`. ComfyUI's model management moves the networks to the "
-                   "GPU when they are used and off it when another model needs the memory.")
+    DESCRIPTION = (
+        "Loads the four PD-FGC networks (appearance, motion, audio encoders and the generator) from "
+        "ComfyUI/models/pdfgc/: the official checkpoints.tar, a folder holding appearance_model.pth, "
+        "motion_model.pth, audio_model.pth and generator_model.pth, or a .safetensors file converted "
+        "with `python -m pdfgc_core convert`. ComfyUI's model management moves the networks to the "
+        "GPU when they are used and off it when another model needs the memory."
+    )
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
     RETURN_TYPES = (MODEL, "STRING")
     RETURN_NAMES = ("model", "info")
-    OUTPUT_TOOLTIPS = ("The loaded PD-FGC networks, for every PD-FGC encoder and the generator.",
-                       "What was loaded, and any warning (e.g. synthetic test weights).")
+    OUTPUT_TOOLTIPS = (
+        "The loaded PD-FGC networks, for every PD-FGC encoder and the generator.",
+        "What was loaded, and any warning (e.g. synthetic test weights).",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "checkpoint": (list_checkpoints() or [NO_CHECKPOINTS], {
-                "tooltip": "A checkpoint in ComfyUI/models/pdfgc/: checkpoints.tar, a .safetensors file, or a "
-                           "folder (shown as name/) with the four official .pth files. Refresh the page (R) "
-                           "after adding one."}),
-            "precision": (list(PRECISIONS), {
-                "default": "auto",
-                "tooltip": "Compute precision on a GPU: auto = bf16 where supported, else fp16; fp32 = exact "
-                           "official numbers. Half precision falls back to fp32 for any batch that comes out "
-                           "non-finite. On the CPU everything runs in fp32."}),
-            "generator_impl": (list(IMPLS), {
-                "default": "fast",
-                "tooltip": "fast: batched convolutions (same results to float rounding, faster). reference: "
-                           "the official grouped-convolution math, for checking."}),
-        }}
+        return {
+            "required": {
+                "checkpoint": (
+                    list_checkpoints() or [NO_CHECKPOINTS],
+                    {
+                        "tooltip": "A checkpoint in ComfyUI/models/pdfgc/: checkpoints.tar, a .safetensors file, or a "
+                        "folder (shown as name/) with the four official .pth files. Refresh the page (R) "
+                        "after adding one."
+                    },
+                ),
+                "precision": (
+                    list(PRECISIONS),
+                    {
+                        "default": "auto",
+                        "tooltip": "Compute precision on a GPU: auto = bf16 where supported, else fp16; fp32 = exact "
+                        "official numbers. Half precision falls back to fp32 for any batch that comes out "
+                        "non-finite. On the CPU everything runs in fp32.",
+                    },
+                ),
+                "generator_impl": (
+                    list(IMPLS),
+                    {
+                        "default": "fast",
+                        "tooltip": "fast: batched convolutions (same results to float rounding, faster). reference: "
+                        "the official grouped-convolution math, for checking.",
+                    },
+                ),
+            }
+        }
 
     @classmethod
     def VALIDATE_INPUTS(cls, checkpoint):
@@ -127,22 +149,31 @@ class PDFGC_LoadModel:
         if precision not in PRECISIONS:
             raise InputError(f"PD-FGC Load Model: precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
         if generator_impl not in IMPLS:
-            raise InputError(f"PD-FGC Load Model: generator_impl {generator_impl!r} is not one of "
-                             f"{', '.join(IMPLS)}.")
+            raise InputError(f"PD-FGC Load Model: generator_impl {generator_impl!r} is not one of {', '.join(IMPLS)}.")
         path = resolve_checkpoint(checkpoint)
         models = core.load_models(path)
-        info = [f"PD-FGC: loaded {checkpoint} ({models.report.kind}) from {path}; precision {precision}, "
-                f"generator {generator_impl}."]
+        info = [
+            f"PD-FGC: loaded {checkpoint} ({models.report.kind}) from {path}; precision {precision}, "
+            f"generator {generator_impl}."
+        ]
         if models.synthetic:
-            banner = (f"PD-FGC: {checkpoint} holds SYNTHETIC TEST WEIGHTS. Every frame will be noise, not a face. "
-                      f"{core.INSTALL_HINT}")
+            banner = (
+                f"PD-FGC: {checkpoint} holds SYNTHETIC TEST WEIGHTS. Every frame will be noise, not a face. "
+                f"{core.INSTALL_HINT}"
+            )
             log.warning("!" * 100)
             log.warning(banner)
             log.warning("!" * 100)
             info.insert(0, banner)
         info += [w for w in models.report.warnings if "SYNTHETIC" not in w]
-        handle = ModelHandle(models=models, name=checkpoint, precision=precision, impl=generator_impl,
-                             patcher=make_patcher(models), info=info)
+        handle = ModelHandle(
+            models=models,
+            name=checkpoint,
+            precision=precision,
+            impl=generator_impl,
+            patcher=make_patcher(models),
+            info=info,
+        )
         text = "\n".join(info)
         return {"ui": {"text": [text]}, "result": (handle, text)}
 

@@ -71,6 +71,7 @@ class AudioWarning(UserWarning):
 
 # ----------------------------------------------------------------------------------- decoding
 
+
 def load_audio(path) -> tuple[np.ndarray, int]:
     """Decode an audio file (or the audio track of a video) at its native sample rate.
 
@@ -113,8 +114,28 @@ def _load_soundfile(path: Path) -> tuple[np.ndarray, int]:
 
 
 def _load_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
-           "-map_metadata", "-1", "-fflags", "+bitexact", "-acodec", "pcm_f32le", "-f", "wav", "pipe:1"]
+    cmd = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-sn",
+        "-dn",
+        "-map_metadata",
+        "-1",
+        "-fflags",
+        "+bitexact",
+        "-acodec",
+        "pcm_f32le",
+        "-f",
+        "wav",
+        "pipe:1",
+    ]
     proc = subprocess.run(cmd, capture_output=True)
     err = proc.stderr.decode("utf-8", "replace").strip()
     if proc.returncode != 0:
@@ -130,11 +151,11 @@ def _parse_float_wav(buf: bytes) -> tuple[np.ndarray, int]:
         raise MediaError("ffmpeg did not produce a WAV stream")
     pos, channels, sr = 12, 0, 0
     while pos + 8 <= len(buf):
-        cid, size = buf[pos:pos + 4], int.from_bytes(buf[pos + 4:pos + 8], "little")
+        cid, size = buf[pos : pos + 4], int.from_bytes(buf[pos + 4 : pos + 8], "little")
         body = pos + 8
         if cid == b"fmt ":
-            channels = int.from_bytes(buf[body + 2:body + 4], "little")
-            sr = int.from_bytes(buf[body + 4:body + 8], "little")
+            channels = int.from_bytes(buf[body + 2 : body + 4], "little")
+            sr = int.from_bytes(buf[body + 4 : body + 8], "little")
         elif cid == b"data":
             if channels <= 0 or sr <= 0:
                 break
@@ -147,6 +168,7 @@ def _parse_float_wav(buf: bytes) -> tuple[np.ndarray, int]:
 
 
 # ---------------------------------------------------------------------------------- waveforms
+
 
 def to_mono(wave) -> np.ndarray:
     """[C, N] or [N] float -> [N] float32, the channel mean computed in float32 (librosa's to_mono)."""
@@ -213,6 +235,7 @@ def normalize_rms(wave) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- mel spectrogram
 
+
 @functools.lru_cache(maxsize=1)
 def mel_basis() -> torch.Tensor:
     """Slaney mel filter bank [80, 641] float64 (librosa.filters.mel, float32 values widened)."""
@@ -244,7 +267,7 @@ def _mel_block(x: torch.Tensor, m0: int, m1: int) -> torch.Tensor:
     """Mel frames [m0, m1) of float64 signal ``x`` -> [m1 - m0, 80] float32; frame m covers
     x[160 m - 1120 : 160 m + 160], zeros outside the signal."""
     lo, hi = HOP_LENGTH * m0 - _PAD, HOP_LENGTH * (m1 - 1) + HOP_LENGTH
-    seg = x[max(lo, 0):max(min(hi, x.shape[0]), 0)]
+    seg = x[max(lo, 0) : max(min(hi, x.shape[0]), 0)]
     left = min(max(-lo, 0), hi - lo)
     seg = torch.nn.functional.pad(seg, (left, hi - lo - left - seg.shape[0]))
     frames = seg.unfold(0, FFT_SIZE, HOP_LENGTH) * lws_window()
@@ -277,6 +300,7 @@ def mel_spectrogram(wave16k, block_frames: int = 2048) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------- frame windows
+
 
 def _check_fps(fps) -> float:
     try:
@@ -342,14 +366,17 @@ def mel_windows(mel, fps: float = OFFICIAL_FPS, num_frames: int | None = None) -
     starts = window_starts(mel.shape[0], fps)
     if num_frames is not None:
         if num_frames < 0 or num_frames > len(starts):
-            raise InputError(f"audio gives {len(starts)} frames at {float(fps):g} fps; {num_frames} were requested. "
-                             "Use longer audio or fewer frames.")
+            raise InputError(
+                f"audio gives {len(starts)} frames at {float(fps):g} fps; {num_frames} were requested. "
+                "Use longer audio or fewer frames."
+            )
         starts = starts[:num_frames]
     return _gather(mel, starts)
 
 
-def iter_mel_windows(mel, fps: float = OFFICIAL_FPS, batch_size: int = 8, start: int = 0,
-                     stop: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+def iter_mel_windows(
+    mel, fps: float = OFFICIAL_FPS, batch_size: int = 8, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(first_frame, windows [b, 1, 80, 20])`` for output frames [start, stop) in batches,
     without materialising all windows (for long audio). Same values as :func:`mel_windows`."""
     mel = _check_mel(mel)
@@ -362,6 +389,7 @@ def iter_mel_windows(mel, fps: float = OFFICIAL_FPS, batch_size: int = 8, start:
 
 
 # ----------------------------------------------------------------------------- full front end
+
 
 def _as_waveform(waveform) -> np.ndarray:
     """Validate a user waveform -> float32 [C, N] (numpy); integers are scaled to [-1, 1]."""
@@ -382,12 +410,16 @@ def _as_waveform(waveform) -> np.ndarray:
     if x.ndim == 1:
         x = x[None]
     if x.ndim != 2:
-        raise InputError(f"audio waveform: expected [samples], [channels, samples] or [1, channels, samples], "
-                         f"got shape {tuple(x.shape)}.")
+        raise InputError(
+            f"audio waveform: expected [samples], [channels, samples] or [1, channels, samples], "
+            f"got shape {tuple(x.shape)}."
+        )
     if x.shape[0] > 16:
         hint = " It looks like [samples, channels]: transpose it." if x.shape[1] <= 16 else ""
-        raise InputError(f"audio waveform has {x.shape[0]} channels (shape {tuple(x.shape)}); at most 16 are "
-                         f"supported, laid out [channels, samples].{hint}")
+        raise InputError(
+            f"audio waveform has {x.shape[0]} channels (shape {tuple(x.shape)}); at most 16 are "
+            f"supported, laid out [channels, samples].{hint}"
+        )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise InputError(f"audio waveform is empty (shape {tuple(x.shape)}). Connect audio that contains sound.")
     if np.issubdtype(x.dtype, np.integer):
@@ -399,8 +431,10 @@ def _as_waveform(waveform) -> np.ndarray:
         bad = ~np.isfinite(x)
         if bad.any():
             first = int(np.argmax(bad.any(axis=0)))
-            raise InputError(f"audio waveform contains {int(bad.sum())} NaN or infinite samples (first at sample "
-                             f"{first}). Fix or re-export the audio.")
+            raise InputError(
+                f"audio waveform contains {int(bad.sum())} NaN or infinite samples (first at sample "
+                f"{first}). Fix or re-export the audio."
+            )
     return x
 
 
@@ -414,8 +448,9 @@ def _clipped_fraction(mono: np.ndarray) -> float:
     return float(flat.sum()) / mono.shape[0]
 
 
-def prepare_waveform(waveform, sample_rate: int, quality: str = "official", max_seconds: float | None = None,
-                     remove_dc: bool = False) -> np.ndarray:
+def prepare_waveform(
+    waveform, sample_rate: int, quality: str = "official", max_seconds: float | None = None, remove_dc: bool = False
+) -> np.ndarray:
     """User waveform -> the normalised 16 kHz mono float32 [N] the mel spectrogram receives.
 
     mono -> resample -> (``remove_dc``: subtract the mean; not official) -> whole-clip RMS
@@ -438,25 +473,39 @@ def prepare_waveform(waveform, sample_rate: int, quality: str = "official", max_
     del mono
     seconds = wave.shape[0] / SAMPLE_RATE
     if wave.shape[0] < MIN_SAMPLES:
-        raise InputError(f"audio is {seconds:.3f} s long ({wave.shape[0]} samples at 16 kHz); at least "
-                         f"{MIN_SAMPLES / SAMPLE_RATE:.4f} s ({MIN_SAMPLES} samples) are needed for one output frame.")
+        raise InputError(
+            f"audio is {seconds:.3f} s long ({wave.shape[0]} samples at 16 kHz); at least "
+            f"{MIN_SAMPLES / SAMPLE_RATE:.4f} s ({MIN_SAMPLES} samples) are needed for one output frame."
+        )
     dc = float(np.mean(wave, dtype=np.float64))
     if remove_dc:
         wave = wave - np.float32(dc)
     with np.errstate(over="ignore", invalid="ignore"):
         rms = float(clip_rms(wave))
     if not math.isfinite(rms):
-        raise InputError(f"audio samples are far outside [-1, 1] (peak {float(np.max(np.abs(wave))):.3g}): their power "
-                         "overflows float32. Scale the waveform to [-1, 1] (integer PCM: divide by its full scale).")
+        raise InputError(
+            f"audio samples are far outside [-1, 1] (peak {float(np.max(np.abs(wave))):.3g}): their power "
+            "overflows float32. Scale the waveform to [-1, 1] (integer PCM: divide by its full scale)."
+        )
     if rms <= SILENCE_RMS:
-        raise InputError(f"audio is silent (RMS {rms:.2e} <= {SILENCE_RMS:g}, about -80 dBFS), so it cannot drive "
-                         "the lips. To render without lip motion, zero the mouth factor instead of feeding silence.")
+        raise InputError(
+            f"audio is silent (RMS {rms:.2e} <= {SILENCE_RMS:g}, about -80 dBFS), so it cannot drive "
+            "the lips. To render without lip motion, zero the mouth factor instead of feeding silence."
+        )
     if clipped > CLIP_WARN_FRACTION:
-        warnings.warn(f"audio looks clipped ({100 * clipped:.2f} % of samples flat at the peak); it is used as is. "
-                      "Re-export it at a lower level if the lips look wrong.", AudioWarning, stacklevel=3)
+        warnings.warn(
+            f"audio looks clipped ({100 * clipped:.2f} % of samples flat at the peak); it is used as is. "
+            "Re-export it at a lower level if the lips look wrong.",
+            AudioWarning,
+            stacklevel=3,
+        )
     if not remove_dc and abs(dc) > DC_WARN_RATIO * rms:
-        warnings.warn(f"audio has a DC offset of {dc:+.4f} (RMS {rms:.4f}); official mode keeps it, which lowers "
-                      "the normalised speech level. Pass remove_dc=True to subtract it.", AudioWarning, stacklevel=3)
+        warnings.warn(
+            f"audio has a DC offset of {dc:+.4f} (RMS {rms:.4f}); official mode keeps it, which lowers "
+            "the normalised speech level. Pass remove_dc=True to subtract it.",
+            AudioWarning,
+            stacklevel=3,
+        )
     wave = normalize_rms(wave)
     if max_seconds is not None:
         try:
@@ -467,14 +516,22 @@ def prepare_waveform(waveform, sample_rate: int, quality: str = "official", max_
             raise InputError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}.")
         n = int(round(limit * SAMPLE_RATE))
         if n < MIN_SAMPLES and n < wave.shape[0]:
-            raise InputError(f"max_seconds={limit:g} keeps too little audio; at least {MIN_SAMPLES / SAMPLE_RATE:.4f} s "
-                             "are needed for one output frame.")
+            raise InputError(
+                f"max_seconds={limit:g} keeps too little audio; at least {MIN_SAMPLES / SAMPLE_RATE:.4f} s "
+                "are needed for one output frame."
+            )
         wave = wave[:n]
     return wave
 
 
-def audio_to_windows(waveform, sample_rate: int, fps: float = OFFICIAL_FPS, quality: str = "official",
-                     max_seconds: float | None = None, remove_dc: bool = False) -> torch.Tensor:
+def audio_to_windows(
+    waveform,
+    sample_rate: int,
+    fps: float = OFFICIAL_FPS,
+    quality: str = "official",
+    max_seconds: float | None = None,
+    remove_dc: bool = False,
+) -> torch.Tensor:
     """Waveform [C, N], [N] or [1, C, N] (numpy/torch, float in [-1, 1] or integer PCM) at
     ``sample_rate`` -> audio-net input windows torch float32 [T, 1, 80, 20], one per output frame
     at ``fps``. See :func:`prepare_waveform` for the steps and the checks."""

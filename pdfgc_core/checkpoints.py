@@ -22,10 +22,10 @@ import re
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -47,10 +47,14 @@ INSTALL_HINT = (
 # Extra keys that real training checkpoints are known to carry (PDFGC.md section 8): ignored quietly.
 _KNOWN_EXTRA = {
     "appearance": lambda k: k.startswith("fc.") or k.startswith("model.fc."),
-    "motion": lambda k: k.startswith(("to_mouth.", "mouth_embed."))
-    or any(s in k for s in ("mouth_fc", "headpose_fc", "classifier", "to_feature", "to_embed")),
-    "audio": lambda k: any(s in k for s in ("model.layer4_exp", "model.attention_exp", "model.fc_exp", "exp_embed"))
-    or (k.startswith("fc") and not k.startswith("model.")),
+    "motion": lambda k: (
+        k.startswith(("to_mouth.", "mouth_embed."))
+        or any(s in k for s in ("mouth_fc", "headpose_fc", "classifier", "to_feature", "to_embed"))
+    ),
+    "audio": lambda k: (
+        any(s in k for s in ("model.layer4_exp", "model.attention_exp", "model.fc_exp", "exp_embed"))
+        or (k.startswith("fc") and not k.startswith("model."))
+    ),
     "generator": lambda k: k.startswith(("style.", "input.")),
 }
 
@@ -110,7 +114,7 @@ class PDFGCModels:
     def networks(self) -> dict[str, nn.Module]:
         return {net: getattr(self, net) for net in NETWORKS}
 
-    def to(self, device=None, dtype=None) -> "PDFGCModels":
+    def to(self, device=None, dtype=None) -> PDFGCModels:
         for m in self.networks().values():
             m.to(device=device, dtype=dtype)
         return self
@@ -183,8 +187,10 @@ def _torch_load(data, where: str) -> dict:
     _check_pickle_safety(where)
     bad_member = _zip_damage(data)
     if bad_member is not None:
-        raise CheckpointError(f"{where}: is corrupted: the bytes of {bad_member!r} inside it do not match their "
-                              f"checksum (damaged download or disk). Download it again.")
+        raise CheckpointError(
+            f"{where}: is corrupted: the bytes of {bad_member!r} inside it do not match their "
+            f"checksum (damaged download or disk). Download it again."
+        )
     try:
         obj = torch.load(data, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -220,7 +226,9 @@ Readers = dict  # {net: (where, read)}: read() -> {key: tensor}, called once per
 def _folder_readers(folder: Path) -> Readers:
     for base in (folder, folder / "checkpoints"):
         if all((base / f).is_file() for f in OFFICIAL_FILES.values()):
-            return {net: (str(base / f), lambda p=base / f: _torch_load(p, str(p))) for net, f in OFFICIAL_FILES.items()}
+            return {
+                net: (str(base / f), lambda p=base / f: _torch_load(p, str(p))) for net, f in OFFICIAL_FILES.items()
+            }
     present = sorted(p.name for p in folder.iterdir())[:12] if folder.is_dir() else []
     missing = [f for f in OFFICIAL_FILES.values() if not (folder / f).is_file()]
     raise CheckpointError(
@@ -230,8 +238,10 @@ def _folder_readers(folder: Path) -> Readers:
 
 
 def _tar_error(path: Path, e: BaseException) -> CheckpointError:
-    return CheckpointError(f"{path}: cannot be read as a tar archive ({type(e).__name__}: {_first_line(e)}); it is "
-                           f"truncated or corrupted. Download checkpoints.tar again.")
+    return CheckpointError(
+        f"{path}: cannot be read as a tar archive ({type(e).__name__}: {_first_line(e)}); it is "
+        f"truncated or corrupted. Download checkpoints.tar again."
+    )
 
 
 @contextmanager
@@ -255,8 +265,10 @@ def _tar_readers(path: Path) -> Iterator[Readers]:
         def read(m: tarfile.TarInfo) -> dict:
             where = f"{path}:{m.name}"
             if m.size > MAX_TAR_MEMBER_BYTES:
-                raise CheckpointError(f"{where}: {m.size / 2**30:.1f} GiB is far larger than any PD-FGC checkpoint "
-                                      f"file; refused. {INSTALL_HINT}")
+                raise CheckpointError(
+                    f"{where}: {m.size / 2**30:.1f} GiB is far larger than any PD-FGC checkpoint "
+                    f"file; refused. {INSTALL_HINT}"
+                )
             try:
                 data = io.BytesIO(tar.extractfile(m).read())
             except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
@@ -293,8 +305,10 @@ def _safetensors_readers(path: Path) -> Iterator[tuple[Readers, dict]]:
     from safetensors import SafetensorError, safe_open
 
     def bad(e: BaseException) -> CheckpointError:
-        return CheckpointError(f"{path}: not a readable .safetensors file ({_first_line(e)}); it is truncated or "
-                               f"corrupted. Convert the official checkpoints again with `python -m pdfgc_core convert`.")
+        return CheckpointError(
+            f"{path}: not a readable .safetensors file ({_first_line(e)}); it is truncated or "
+            f"corrupted. Convert the official checkpoints again with `python -m pdfgc_core convert`."
+        )
 
     try:
         f = safe_open(str(path), framework="pt")
@@ -317,9 +331,11 @@ def _safetensors_readers(path: Path) -> Iterator[tuple[Readers, dict]]:
         except (TypeError, ValueError):
             version = -1
         if not 1 <= version <= FORMAT_VERSION:
-            raise CheckpointError(f"{path}: format version {meta.get('format_version')!r} is not one this "
-                                  f"ComfyUI-PD-FGC understands (1..{FORMAT_VERSION}); update the node pack or "
-                                  f"convert again.")
+            raise CheckpointError(
+                f"{path}: format version {meta.get('format_version')!r} is not one this "
+                f"ComfyUI-PD-FGC understands (1..{FORMAT_VERSION}); update the node pack or "
+                f"convert again."
+            )
         groups: dict[str, list[str]] = {net: [] for net in NETWORKS}
         for key in keys:
             net, _, sub = key.partition(".")
@@ -355,8 +371,10 @@ def open_checkpoint(path) -> Iterator[tuple[str, dict, Readers]]:
         with _tar_readers(path) as readers:
             yield "official-tar", {}, readers
     else:
-        raise CheckpointError(f"{path}: unsupported checkpoint; expected a folder, checkpoints.tar or a "
-                              f".safetensors file written by ComfyUI-PD-FGC. {INSTALL_HINT}")
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint; expected a folder, checkpoints.tar or a "
+            f".safetensors file written by ComfyUI-PD-FGC. {INSTALL_HINT}"
+        )
 
 
 def _is_tarfile(path: Path) -> bool:
@@ -377,7 +395,7 @@ def _clean(net: str, where: str, sd: dict, model_keys: dict, report: LoadReport)
     """Checks ``sd`` against the model's expected keys and shapes; returns the tensors to load."""
     sd = dict(sd)
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
         report.note(f"{where}: stripped the 'module.' prefix (DataParallel checkpoint)")
     missing = [k for k in model_keys if k not in sd]
     consts = _constant_buffers(net)
@@ -396,16 +414,23 @@ def _clean(net: str, where: str, sd: dict, model_keys: dict, report: LoadReport)
             f"{', '.join(missing[:5])}. The file is incomplete or belongs to another model. {INSTALL_HINT}"
         )
     if noise_missing:
-        report.warn(f"{where}: no stored noise buffers ({len(noise_missing)} missing); the generator uses "
-                    f"seeded random noise instead, so frames will differ from the official ones.")
+        report.warn(
+            f"{where}: no stored noise buffers ({len(noise_missing)} missing); the generator uses "
+            f"seeded random noise instead, so frames will differ from the official ones."
+        )
     for k, (shape, _) in model_keys.items():  # BatchNorm counters: unused, saved as () or (1,)
         if k.endswith("num_batches_tracked") and k in sd and sd[k].numel() == 1:
             sd[k] = sd[k].reshape(shape)
-    bad = [f"{k} {tuple(sd[k].shape)} (expected {tuple(model_keys[k][0])})"
-           for k in model_keys if k in sd and tuple(sd[k].shape) != tuple(model_keys[k][0])]
+    bad = [
+        f"{k} {tuple(sd[k].shape)} (expected {tuple(model_keys[k][0])})"
+        for k in model_keys
+        if k in sd and tuple(sd[k].shape) != tuple(model_keys[k][0])
+    ]
     if bad:
-        raise CheckpointError(f"{where}: mis-shaped tensors for the {net} network: {'; '.join(bad[:5])}. "
-                              f"The file belongs to another model or configuration. {INSTALL_HINT}")
+        raise CheckpointError(
+            f"{where}: mis-shaped tensors for the {net} network: {'; '.join(bad[:5])}. "
+            f"The file belongs to another model or configuration. {INSTALL_HINT}"
+        )
     out = {}
     for k, (_, dtype) in model_keys.items():
         if k not in sd:
@@ -413,22 +438,30 @@ def _clean(net: str, where: str, sd: dict, model_keys: dict, report: LoadReport)
         t = sd[k]
         ok = t.dtype in _FLOAT_DTYPES if dtype.is_floating_point else t.dtype in _INT_DTYPES
         if not ok:
-            raise CheckpointError(f"{where}: tensor {k} has dtype {t.dtype}, expected {dtype}; the file is "
-                                  f"damaged or not a PD-FGC checkpoint.")
+            raise CheckpointError(
+                f"{where}: tensor {k} has dtype {t.dtype}, expected {dtype}; the file is "
+                f"damaged or not a PD-FGC checkpoint."
+            )
         t = t.to(dtype)
         if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{where}: tensor {k} contains NaN or infinite values (or values too large for "
-                                  f"{dtype}); the checkpoint is corrupted. Download it again.")
+            raise CheckpointError(
+                f"{where}: tensor {k} contains NaN or infinite values (or values too large for "
+                f"{dtype}); the checkpoint is corrupted. Download it again."
+            )
         out[k] = t
     for k, expected in consts.items():
         if k in sd and (sd[k].shape != expected.shape or not torch.allclose(sd[k].float(), expected, atol=1e-6)):
-            report.warn(f"{where}: constant buffer {k} differs from the standard blur kernel; the official code "
-                        f"would have used the file's values, this implementation uses the standard constant.")
+            report.warn(
+                f"{where}: constant buffer {k} differs from the standard blur kernel; the official code "
+                f"would have used the file's values, this implementation uses the standard constant."
+            )
     known = [k for k in extra if _KNOWN_EXTRA[net](k)]
     unknown = [k for k in extra if not _KNOWN_EXTRA[net](k)]
     if known:
-        report.note(f"{where}: ignored {len(known)} key(s) that inference does not use "
-                    f"({', '.join(sorted({k.split('.')[0] for k in known}))})")
+        report.note(
+            f"{where}: ignored {len(known)} key(s) that inference does not use "
+            f"({', '.join(sorted({k.split('.')[0] for k in known}))})"
+        )
     if unknown:
         report.warn(f"{where}: ignored {len(unknown)} unexpected key(s), e.g. {', '.join(unknown[:5])}")
     return out
@@ -464,8 +497,10 @@ def load_models(path, device=None, dtype: torch.dtype = torch.float32) -> PDFGCM
         report = LoadReport(source=str(path), kind=kind)
         synthetic = meta.get("synthetic") == "true"
         if synthetic:
-            report.warn(f"{path}: these are SYNTHETIC weights made by ComfyUI-PD-FGC for testing: the output is "
-                        f"noise, not a face. {INSTALL_HINT}")
+            report.warn(
+                f"{path}: these are SYNTHETIC weights made by ComfyUI-PD-FGC for testing: the output is "
+                f"noise, not a face. {INSTALL_HINT}"
+            )
         for net in LOAD_ORDER:
             where, read = readers[net]
             nets[net] = _load_network(net, where, read(), report)
@@ -475,7 +510,9 @@ def load_models(path, device=None, dtype: torch.dtype = torch.float32) -> PDFGCM
     return models
 
 
-def models_from_state_dicts(state_dicts: dict[str, dict], source: str = "memory", synthetic: bool = False) -> PDFGCModels:
+def models_from_state_dicts(
+    state_dicts: dict[str, dict], source: str = "memory", synthetic: bool = False
+) -> PDFGCModels:
     """Builds validated models from in-memory ``{net: {key: tensor}}`` (same rules as files)."""
     report = LoadReport(source=source, kind="memory")
     nets = {}
@@ -499,8 +536,13 @@ def save_safetensors(models: PDFGCModels, dst, half: bool = False, extra_metadat
             if half and v.is_floating_point() and not k.startswith("noises."):
                 v = v.half()
             tensors[f"{net}.{k}"] = v.contiguous()
-    meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "producer": "ComfyUI-PD-FGC",
-            "dtype": "float16" if half else "float32", "synthetic": str(bool(models.synthetic)).lower()}
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "producer": "ComfyUI-PD-FGC",
+        "dtype": "float16" if half else "float32",
+        "synthetic": str(bool(models.synthetic)).lower(),
+    }
     meta.update(extra_metadata or {})
     from .media import atomic_write
 
@@ -513,4 +555,3 @@ def convert(src, dst, half: bool = False) -> Path:
     """Official checkpoints (folder or tar) -> our single ``.safetensors`` file (optionally fp16)."""
     models = load_models(src)
     return save_safetensors(models, dst, half=half, extra_metadata={"converted_from": Path(src).name})
-

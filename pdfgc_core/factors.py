@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ FILE_FORMAT_VERSION = 1
 FILE_PRODUCER = "ComfyUI-PD-FGC"
 FILE_TENSOR_KEY = "values"
 
-Weight = Union[float, int, torch.Tensor, np.ndarray, Sequence[float]]
+Weight = float | int | torch.Tensor | np.ndarray | Sequence[float]
 
 
 # --------------------------------------------------------------------------- the type
@@ -79,8 +79,7 @@ def _a(kind: str) -> str:
 
 def _check_kind(kind, what: str = "factor kind") -> str:
     if not isinstance(kind, str) or kind not in FACTOR_DIMS:
-        raise InputError(f"{what} {kind!r} is not one of {', '.join(MOTION_ORDER)}; "
-                         f"use one of those names")
+        raise InputError(f"{what} {kind!r} is not one of {', '.join(MOTION_ORDER)}; use one of those names")
     return kind
 
 
@@ -102,9 +101,11 @@ def _check_finite(values: torch.Tensor, what: str) -> None:
         n_nan = int(torch.isnan(values).sum())
         n_inf = int(bad.sum()) - n_nan
         frame = int(bad.reshape(bad.shape[0], -1).any(1).nonzero()[0, 0]) if values.dim() else 0
-        raise InputError(f"{what} contains {n_nan} NaN and {n_inf} infinite values (first at frame "
-                         f"{frame}); the encoder input or an operation upstream produced invalid "
-                         f"numbers: re-encode the driver or check the values fed to that operation")
+        raise InputError(
+            f"{what} contains {n_nan} NaN and {n_inf} infinite values (first at frame "
+            f"{frame}); the encoder input or an operation upstream produced invalid "
+            f"numbers: re-encode the driver or check the values fed to that operation"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,8 +131,9 @@ class Factor:
         v = _as_float_tensor(self.values, f"the {kind} factor's values")
         if v.dim() != 2 or v.shape[1] != dim or v.shape[0] < 1:
             hint = " (a single frame needs a leading frame axis: values[None])" if v.dim() == 1 else ""
-            raise InputError(f"the {kind} factor's values have shape {tuple(v.shape)}; expected "
-                             f"[frames >= 1, {dim}]{hint}")
+            raise InputError(
+                f"the {kind} factor's values have shape {tuple(v.shape)}; expected [frames >= 1, {dim}]{hint}"
+            )
         _check_finite(v, f"the {kind} factor")
         fps = self.fps
         if not _is_number(fps) or not math.isfinite(fps) or fps <= 0:
@@ -150,11 +152,11 @@ class Factor:
     def dim(self) -> int:
         return self.values.shape[1]
 
-    def with_values(self, values) -> "Factor":
+    def with_values(self, values) -> Factor:
         """A factor of the same kind and fps holding ``values`` ([T', D])."""
         return Factor(self.kind, values, self.fps)
 
-    def zeros_like(self) -> "Factor":
+    def zeros_like(self) -> Factor:
         return self.with_values(torch.zeros_like(self.values))
 
     def __repr__(self) -> str:
@@ -179,11 +181,14 @@ def _common(a: Factor, b: Factor, op: str) -> None:
     _check_factor(a, f"{op}: the first factor")
     _check_factor(b, f"{op}: the second factor")
     if a.kind != b.kind:
-        raise InputError(f"{op}: cannot combine {_a(a.kind)} factor with {_a(b.kind)} factor; "
-                         f"give two factors of the same kind")
+        raise InputError(
+            f"{op}: cannot combine {_a(a.kind)} factor with {_a(b.kind)} factor; give two factors of the same kind"
+        )
     if not math.isclose(a.fps, b.fps, rel_tol=1e-6):
-        raise InputError(f"{op}: the {a.kind} factors have different frame rates ({a.fps:g} and "
-                         f"{b.fps:g} fps); retime one of them first")
+        raise InputError(
+            f"{op}: the {a.kind} factors have different frame rates ({a.fps:g} and "
+            f"{b.fps:g} fps); retime one of them first"
+        )
 
 
 # --------------------------------------------------------------------------- smoothing
@@ -194,7 +199,7 @@ def gaussian_kernel(window: int = 3, sigma: float = 1.0) -> torch.Tensor:
     computed in float64 and cast to float32 (window 3, sigma 1 gives the official
     [0.27406862, 0.45186275, 0.27406862]). Returns float32 ``[window]``."""
     x = np.arange(window, dtype=np.float64) - (window // 2)
-    k = np.exp(-(x ** 2) / (2.0 * float(sigma) ** 2))
+    k = np.exp(-(x**2) / (2.0 * float(sigma) ** 2))
     return torch.from_numpy(k / k.sum()).float()
 
 
@@ -204,12 +209,12 @@ def _box_official(x: torch.Tensor, r: int) -> torch.Tensor:
     t = x.shape[0]
     out = torch.empty_like(x)
     if t > 2 * r:
-        out[r:t - r] = x.unfold(0, 2 * r + 1, 1).mean(-1)
+        out[r : t - r] = x.unfold(0, 2 * r + 1, 1).mean(-1)
         edges = list(range(r)) + list(range(t - r, t))
     else:
         edges = range(t)
     for i in edges:
-        out[i] = x[max(0, i - r):min(t, i + r + 1)].mean(0)
+        out[i] = x[max(0, i - r) : min(t, i + r + 1)].mean(0)
     return out
 
 
@@ -245,15 +250,15 @@ class Smoothing:
         object.__setattr__(self, "sigma", float(s))
 
     @classmethod
-    def none(cls) -> "Smoothing":
+    def none(cls) -> Smoothing:
         return cls("none")
 
     @classmethod
-    def box(cls, window: int = 3, edge: str = "official") -> "Smoothing":
+    def box(cls, window: int = 3, edge: str = "official") -> Smoothing:
         return cls("box", window=window, edge=edge)
 
     @classmethod
-    def gaussian(cls, window: int = 3, sigma: float = 1.0, edge: str = "official") -> "Smoothing":
+    def gaussian(cls, window: int = 3, sigma: float = 1.0, edge: str = "official") -> Smoothing:
         return cls("gaussian", window=window, sigma=sigma, edge=edge)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -313,18 +318,20 @@ class PostProcess:
         for kind in MOTION_ORDER:
             g = getattr(self, f"{kind}_gain")
             if not _is_number(g) or not math.isfinite(g):
-                raise InputError(f"{kind} gain is {g!r}; give a finite number (official: "
-                                 f"{getattr(PostProcess, f'{kind}_gain')})")
+                raise InputError(
+                    f"{kind} gain is {g!r}; give a finite number (official: {getattr(PostProcess, f'{kind}_gain')})"
+                )
             object.__setattr__(self, f"{kind}_gain", float(g))
-            object.__setattr__(self, f"{kind}_smoothing",
-                               _as_smoothing(getattr(self, f"{kind}_smoothing"), f"{kind} smoothing"))
+            object.__setattr__(
+                self, f"{kind}_smoothing", _as_smoothing(getattr(self, f"{kind}_smoothing"), f"{kind} smoothing")
+            )
 
     @classmethod
-    def official(cls) -> "PostProcess":
+    def official(cls) -> PostProcess:
         return cls()
 
     @classmethod
-    def none(cls) -> "PostProcess":
+    def none(cls) -> PostProcess:
         """Unit gains, no smoothing: the raw factors reach the generator unchanged."""
         return cls(1.0, "none", 1.0, "none", 1.0, "none", 1.0, "none")
 
@@ -369,8 +376,10 @@ def fit_indices(num_frames: int, length: int, mode: str = "loop") -> torch.Tenso
         return i.clamp(max=t - 1)
     if mode == "truncate":
         if n > t:
-            raise InputError(f"fit 'truncate' can only shorten: the sequence has {t} frames but {n} "
-                             f"are needed; use 'loop', 'pingpong' or 'hold' to lengthen it")
+            raise InputError(
+                f"fit 'truncate' can only shorten: the sequence has {t} frames but {n} "
+                f"are needed; use 'loop', 'pingpong' or 'hold' to lengthen it"
+            )
         return i
     raise InputError(f"fit mode {mode!r} is not one of {', '.join(FIT_MODES)}")
 
@@ -394,8 +403,9 @@ def skip_first(f: Factor, n: int = 2) -> Factor:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise InputError(f"skip_first: n is {n!r}; give a whole number of frames >= 0")
     if n >= len(f):
-        raise InputError(f"the {f.kind} driver has {len(f)} frames; skipping the first {n} leaves none: "
-                         f"give at least {n + 1} frames")
+        raise InputError(
+            f"the {f.kind} driver has {len(f)} frames; skipping the first {n} leaves none: give at least {n + 1} frames"
+        )
     return f if n == 0 else f.with_values(f.values[n:])
 
 
@@ -441,8 +451,10 @@ def _per_frame(w: Weight, length: int | None, what: str) -> tuple[torch.Tensor, 
             t = t.reshape(1, 1)
         elif t.dim() == 1 and t.shape[0] >= 1:
             if length is not None and t.shape[0] != length:
-                raise InputError(f"{what} has {t.shape[0]} per-frame values but the factor has {length} "
-                                 f"frames; give one value per frame or fit the factor first")
+                raise InputError(
+                    f"{what} has {t.shape[0]} per-frame values but the factor has {length} "
+                    f"frames; give one value per frame or fit the factor first"
+                )
             t = t[:, None]
         else:
             raise InputError(f"{what} has shape {tuple(t.shape)}; give a number or a [frames] sequence")
@@ -470,13 +482,11 @@ def offset(f: Factor, delta: Weight) -> Factor:
     else:
         if isinstance(delta, bool):
             raise InputError(f"offset must be a number or {f.dim} values, got {delta!r}")
-        d = _as_float_tensor(np.asarray(delta, np.float64) if isinstance(delta, (list, tuple)) else delta,
-                             "offset")
+        d = _as_float_tensor(np.asarray(delta, np.float64) if isinstance(delta, (list, tuple)) else delta, "offset")
         if d.dim() == 0:
             d = d.reshape(1)
         elif d.dim() != 1 or d.shape[0] != f.dim:
-            raise InputError(f"offset has shape {tuple(d.shape)}; {_a(f.kind)} offset is a number or "
-                             f"{f.dim} values")
+            raise InputError(f"offset has shape {tuple(d.shape)}; {_a(f.kind)} offset is a number or {f.dim} values")
     _check_finite(d, "offset")
     return f.with_values(f.values + d[None, :])
 
@@ -505,8 +515,9 @@ def mix(a: Factor, b: Factor, t: Weight, *, fit: str = "loop") -> Factor:
     return a.with_values((1 - w) * a.values + w * b.values)
 
 
-def ramp(length: int, start: float = 0.0, end: float = 1.0, *, first: int = 0, last: int | None = None,
-         curve: str = "linear") -> torch.Tensor:
+def ramp(
+    length: int, start: float = 0.0, end: float = 1.0, *, first: int = 0, last: int | None = None, curve: str = "linear"
+) -> torch.Tensor:
     """Per-frame weights, float32 ``[length]``: ``start`` up to frame ``first``, a transition
     reaching ``end`` at frame ``last`` (default length-1), ``end`` from there on (so a
     one-frame ramp is ``[end]``). ``curve``: "linear" or "smoothstep" (3s^2 - 2s^3, zero
@@ -561,8 +572,9 @@ def merge_eye(blink: Factor, gaze: Factor, *, fit: str = "loop") -> Factor:
     return blink.with_values(v)
 
 
-def smooth(f: Factor, method: str | Smoothing = "gaussian", window: int = 3, sigma: float = 1.0,
-           edge: str = "official") -> Factor:
+def smooth(
+    f: Factor, method: str | Smoothing = "gaussian", window: int = 3, sigma: float = 1.0, edge: str = "official"
+) -> Factor:
     """``f`` filtered over time (see :class:`Smoothing`); ``method`` may be a Smoothing."""
     _check_factor(f)
     s = method if isinstance(method, Smoothing) else Smoothing(method, window, sigma, edge)
@@ -575,8 +587,7 @@ def hold(f: Factor, index: int = 0, length: int | None = None) -> Factor:
     _check_factor(f)
     t = len(f)
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -t <= index < t:
-        raise InputError(f"hold: frame {index!r} is outside the {f.kind} factor's {t} frames "
-                         f"(valid: {-t}..{t - 1})")
+        raise InputError(f"hold: frame {index!r} is outside the {f.kind} factor's {t} frames (valid: {-t}..{t - 1})")
     n = t if length is None else _check_length(length, "hold length")
     return f.with_values(f.values[int(index)].expand(n, -1))
 
@@ -603,19 +614,28 @@ def motion_slices() -> dict[str, slice]:
     return out
 
 
-def assemble_motion(length: int, mouth: Factor | None = None, expression: Factor | None = None,
-                    eye: Factor | None = None, pose: Factor | None = None, *, fit: str = "loop",
-                    post: PostProcess = PostProcess.official(), blink: bool = True,
-                    gaze: bool = True) -> torch.Tensor:
+def assemble_motion(
+    length: int,
+    mouth: Factor | None = None,
+    expression: Factor | None = None,
+    eye: Factor | None = None,
+    pose: Factor | None = None,
+    *,
+    fit: str = "loop",
+    post: PostProcess | None = None,
+    blink: bool = True,
+    gaze: bool = True,
+) -> torch.Tensor:
     """The generator's motion input, float32 ``[length, 542]`` =
     ``[mouth 500 | expression 30 | eye 6 | pose 6]`` per output frame.
 
     A missing factor is zero. Each present factor is fitted to ``length`` frames
-    (:func:`fit_length`, ``fit``), then post-processed (``post``: gain, then smoothing over
+    (:func:`fit_length`, ``fit``), then post-processed (``post``, default the official one: gain, then smoothing over
     the whole sequence). Then the official eye masks: ``blink=False`` keeps only eye dims 2, 3
     (eye x [0,0,1,1,0,0]); ``gaze=False`` keeps only dims 0, 1, 4, 5 (eye x [1,1,0,0,1,1]).
     """
     n = _check_length(length, "output length")
+    post = PostProcess.official() if post is None else post
     if not isinstance(post, PostProcess):
         raise InputError(f"post must be a PostProcess (e.g. PostProcess.official()), got {type(post).__name__}")
     given = {"mouth": mouth, "expression": expression, "eye": eye, "pose": pose}
@@ -647,8 +667,15 @@ def save_factor(f: Factor, path: str | os.PathLike) -> Path:
 
     _check_factor(f)
     path = Path(path)
-    meta = {"format": FILE_FORMAT, "format_version": str(FILE_FORMAT_VERSION), "kind": f.kind,
-            "fps": repr(f.fps), "frames": str(len(f)), "dim": str(f.dim), "producer": FILE_PRODUCER}
+    meta = {
+        "format": FILE_FORMAT,
+        "format_version": str(FILE_FORMAT_VERSION),
+        "kind": f.kind,
+        "fps": repr(f.fps),
+        "frames": str(len(f)),
+        "dim": str(f.dim),
+        "producer": FILE_PRODUCER,
+    }
     data = save({FILE_TENSOR_KEY: f.values.contiguous()}, metadata=meta)
     from .media import atomic_write
 
@@ -677,21 +704,28 @@ def load_factor(path: str | os.PathLike, kind: str | None = None) -> Factor:
             keys = list(fh.keys())
             values = fh.get_tensor(FILE_TENSOR_KEY) if FILE_TENSOR_KEY in keys else None
     except Exception as e:  # safetensors raises its own error types for malformed files
-        raise MediaError(f"factor file {path} is not a readable .safetensors file ({e}); "
-                         f"it may be truncated or not a factor file: save it again") from e
+        raise MediaError(
+            f"factor file {path} is not a readable .safetensors file ({e}); "
+            f"it may be truncated or not a factor file: save it again"
+        ) from e
     if meta.get("format") != FILE_FORMAT:
-        raise InputError(f"{path} is a .safetensors file but not a PD-FGC factor file (its metadata has "
-                         f"no format={FILE_FORMAT!r}); use a file written by save_factor / Save Factor")
+        raise InputError(
+            f"{path} is a .safetensors file but not a PD-FGC factor file (its metadata has "
+            f"no format={FILE_FORMAT!r}); use a file written by save_factor / Save Factor"
+        )
     try:
         version = int(meta.get("format_version", ""))
     except ValueError:
         version = None
     if version is None or version < 1:
-        raise InputError(f"factor file {path} has an invalid format_version "
-                         f"{meta.get('format_version')!r}; save it again")
+        raise InputError(
+            f"factor file {path} has an invalid format_version {meta.get('format_version')!r}; save it again"
+        )
     if version > FILE_FORMAT_VERSION:
-        raise InputError(f"factor file {path} has format version {version}, newer than this version "
-                         f"of ComfyUI-PD-FGC reads ({FILE_FORMAT_VERSION}); update ComfyUI-PD-FGC")
+        raise InputError(
+            f"factor file {path} has format version {version}, newer than this version "
+            f"of ComfyUI-PD-FGC reads ({FILE_FORMAT_VERSION}); update ComfyUI-PD-FGC"
+        )
     file_kind = meta.get("kind")
     if file_kind not in FACTOR_DIMS:
         raise InputError(f"factor file {path} names an unknown factor kind {file_kind!r}; save it again")
@@ -710,9 +744,38 @@ def load_factor(path: str | os.PathLike, kind: str | None = None) -> Factor:
 
 
 __all__ = [
-    "DEFAULT_FPS", "EDGE_MODES", "EYE_BLINK_DIMS", "EYE_GAZE_DIMS", "FACTOR_DIMS", "FIT_MODES", "MOTION_DIM",
-    "MOTION_ORDER", "RAMP_CURVES", "RETIME_METHODS", "SMOOTHING_METHODS", "Factor", "PostProcess", "Smoothing",
-    "add", "assemble_motion", "concat", "fit_indices", "fit_length", "gaussian_kernel", "hold",
-    "load_factor", "merge_eye", "mix", "motion_slices", "offset", "ramp", "retime", "save_factor", "scale",
-    "skip_first", "smooth", "split_eye", "zero",
+    "DEFAULT_FPS",
+    "EDGE_MODES",
+    "EYE_BLINK_DIMS",
+    "EYE_GAZE_DIMS",
+    "FACTOR_DIMS",
+    "FIT_MODES",
+    "MOTION_DIM",
+    "MOTION_ORDER",
+    "RAMP_CURVES",
+    "RETIME_METHODS",
+    "SMOOTHING_METHODS",
+    "Factor",
+    "PostProcess",
+    "Smoothing",
+    "add",
+    "assemble_motion",
+    "concat",
+    "fit_indices",
+    "fit_length",
+    "gaussian_kernel",
+    "hold",
+    "load_factor",
+    "merge_eye",
+    "mix",
+    "motion_slices",
+    "offset",
+    "ramp",
+    "retime",
+    "save_factor",
+    "scale",
+    "skip_first",
+    "smooth",
+    "split_eye",
+    "zero",
 ]

@@ -51,8 +51,9 @@ def read_image(path) -> np.ndarray:
         raise MediaError(f"Image file {str(p)!r} could not be read ({exc}).") from None
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is None:
-        raise MediaError(f"Image file {str(p)!r} could not be decoded. Use a complete PNG, JPEG, BMP, WebP or "
-                         "TIFF image.")
+        raise MediaError(
+            f"Image file {str(p)!r} could not be decoded. Use a complete PNG, JPEG, BMP, WebP or TIFF image."
+        )
     return np.ascontiguousarray(img[..., ::-1])
 
 
@@ -64,8 +65,9 @@ def to_u8(images) -> np.ndarray:
         return a
     if a.dtype == np.uint16:
         return (a >> 8).astype(np.uint8)
-    raise InputError(f"image array has dtype {a.dtype}; expected uint8 (or uint16). Float ComfyUI images go "
-                     "through comfy_to_u8.")
+    raise InputError(
+        f"image array has dtype {a.dtype}; expected uint8 (or uint16). Float ComfyUI images go through comfy_to_u8."
+    )
 
 
 def _check_rgb_u8(img, what: str, batched: bool) -> np.ndarray:
@@ -93,7 +95,7 @@ def official_crop(rgb_u8) -> np.ndarray:
     Returns [224, 224, 3] uint8, byte-identical to the official ``load_img`` (RGB).
     """
     a = resize_224(rgb_u8)
-    crop = np.ascontiguousarray(a[CROP_ROWS[0]:CROP_ROWS[1], CROP_COLS[0]:CROP_COLS[1]])
+    crop = np.ascontiguousarray(a[CROP_ROWS[0] : CROP_ROWS[1], CROP_COLS[0] : CROP_COLS[1]])
     return _cv2().resize(crop, (SIZE, SIZE), interpolation=_cv2().INTER_LINEAR)
 
 
@@ -131,6 +133,7 @@ def prepare_batch(images, crop: str = "official", channels_last: bool = False) -
 
 
 # ---------------------------------------------------------------------------------- ComfyUI
+
 
 def comfy_to_u8(images) -> np.ndarray:
     """ComfyUI IMAGE [B, H, W, C] float 0..1 (torch or numpy) -> uint8 numpy [B, H, W, 3].

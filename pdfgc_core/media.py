@@ -39,11 +39,11 @@ import subprocess
 import sys
 import tempfile
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -66,8 +66,9 @@ def ffmpeg_exe() -> str:
 
         exe = shutil.which("ffmpeg")
         if exe is None:
-            raise MediaError("No ffmpeg binary found. Install imageio-ffmpeg (pip install imageio-ffmpeg) "
-                             "or put ffmpeg on PATH.") from None
+            raise MediaError(
+                "No ffmpeg binary found. Install imageio-ffmpeg (pip install imageio-ffmpeg) or put ffmpeg on PATH."
+            ) from None
         return exe
 
 
@@ -110,8 +111,10 @@ def _commit(tmp: Path, path: Path) -> None:
     try:
         os.replace(tmp, path)
     except OSError as e:
-        raise MediaError(f"Could not move the finished file onto {path}: {e}. "
-                         f"Check that {path} is not a folder and that the folder is writable.") from e
+        raise MediaError(
+            f"Could not move the finished file onto {path}: {e}. "
+            f"Check that {path} is not a folder and that the folder is writable."
+        ) from e
 
 
 def _prepare_parent(path: Path) -> None:
@@ -140,8 +143,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         if not tmp.is_file():
-            raise MediaError(f"Nothing was written for {path}: the temporary file {tmp.name} "
-                             "was not created.")
+            raise MediaError(f"Nothing was written for {path}: the temporary file {tmp.name} was not created.")
         _commit(tmp, path)
     except BaseException:
         _unlink(tmp)
@@ -185,13 +187,17 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
         names = sorted(os.listdir(folder))
     except OSError as e:
         raise MediaError(f"Cannot list the frame folder {folder}: {e}.") from e
-    files = [folder / n for n in names
-             if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
-             and (folder / n).is_file()]
+    files = [
+        folder / n
+        for n in names
+        if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS and (folder / n).is_file()
+    ]
     if not files:
         exts = ", ".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
-        raise MediaError(f"Frame folder {folder} holds no image files ({exts}). "
-                         "Put the driving frames there or pass a video file instead.")
+        raise MediaError(
+            f"Frame folder {folder} holds no image files ({exts}). "
+            "Put the driving frames there or pass a video file instead."
+        )
     return files
 
 
@@ -206,8 +212,10 @@ def _source_kind(path: Path) -> str:
     if path.is_dir():
         return "frames"
     if not path.exists():
-        raise MediaError(f"Driving source {path} does not exist. Pass a folder of frames, an "
-                         "image or a video file (mp4, mov, webm, avi, mkv, gif).")
+        raise MediaError(
+            f"Driving source {path} does not exist. Pass a folder of frames, an "
+            "image or a video file (mp4, mov, webm, avi, mkv, gif)."
+        )
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return "image"
     return "video"  # VIDEO_EXTENSIONS, or anything else ffmpeg may still read
@@ -245,8 +253,10 @@ def _open_video(path: Path, output_params: list[str]):
         meta = next(gen)
     except Exception as e:  # corrupt container, no video stream, unparsable header
         gen.close()
-        raise MediaError(f"Cannot read video {path}: no decodable video stream ({_short(e)}). "
-                         "Check that the file is a complete video (mp4, mov, webm, avi, mkv, gif).") from e
+        raise MediaError(
+            f"Cannot read video {path}: no decodable video stream ({_short(e)}). "
+            "Check that the file is a complete video (mp4, mov, webm, avi, mkv, gif)."
+        ) from e
     return gen, meta
 
 
@@ -272,8 +282,7 @@ def _iter_video(path: Path, start: int, stop: int | None, step: int, fps) -> Ite
             except StopIteration:
                 break
             except Exception as e:
-                raise MediaError(f"Video {path} is damaged: decoding stopped at frame {i} "
-                                 f"({_short(e)}).") from e
+                raise MediaError(f"Video {path} is damaged: decoding stopped at frame {i} ({_short(e)}).") from e
             if i >= start and (i - start) % step == 0:
                 yield f"{path} frame {i}", np.frombuffer(buf, np.uint8).reshape(h, w, 3).copy()
             i += 1
@@ -294,8 +303,14 @@ def _iter_labeled(path, start=0, stop=None, step=1, fps=None) -> Iterator[tuple[
     return ((str(f), _read_image_file(f)) for f in files[start:stop:step])
 
 
-def iter_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None, step: int = 1,
-                *, fps: float | Fraction | None = None) -> Iterator[np.ndarray]:
+def iter_frames(
+    path: str | os.PathLike,
+    start: int = 0,
+    stop: int | None = None,
+    step: int = 1,
+    *,
+    fps: float | Fraction | None = None,
+) -> Iterator[np.ndarray]:
     """Stream the frames of a folder of images, a single image or a video file.
 
     Yields RGB uint8 arrays [H, W, 3] for frame indices ``range(start, stop, step)`` (stop
@@ -318,9 +333,16 @@ def _frames_only(labeled) -> Iterator[np.ndarray]:
             close()
 
 
-def read_frames(path: str | os.PathLike, max_frames: int | None = None, *, max_bytes: int | None = None,
-                start: int = 0, stop: int | None = None, step: int = 1,
-                fps: float | Fraction | None = None) -> np.ndarray:
+def read_frames(
+    path: str | os.PathLike,
+    max_frames: int | None = None,
+    *,
+    max_bytes: int | None = None,
+    start: int = 0,
+    stop: int | None = None,
+    step: int = 1,
+    fps: float | Fraction | None = None,
+) -> np.ndarray:
     """All (selected) frames of a source as one array [N, H, W, 3] RGB uint8.
 
     ``max_frames`` / ``max_bytes`` are safety limits: when the selection holds more frames,
@@ -334,16 +356,22 @@ def read_frames(path: str | os.PathLike, max_frames: int | None = None, *, max_b
     total = 0
     for label, frame in _iter_labeled(path, start, stop, step, fps):
         if frames and frame.shape != frames[0].shape:
-            raise MediaError(f"{label} is {frame.shape[1]}x{frame.shape[0]} but the first frame of "
-                             f"{path} is {frames[0].shape[1]}x{frames[0].shape[0]}. Give every "
-                             "frame the same size.")
+            raise MediaError(
+                f"{label} is {frame.shape[1]}x{frame.shape[0]} but the first frame of "
+                f"{path} is {frames[0].shape[1]}x{frames[0].shape[0]}. Give every "
+                "frame the same size."
+            )
         if max_frames is not None and len(frames) >= max_frames:
-            raise MediaError(f"{path} has more than {max_frames} frames (max_frames). Raise the "
-                             "limit, read a range with stop=, or stream with iter_frames().")
+            raise MediaError(
+                f"{path} has more than {max_frames} frames (max_frames). Raise the "
+                "limit, read a range with stop=, or stream with iter_frames()."
+            )
         total += frame.nbytes
         if max_bytes is not None and total > max_bytes:
-            raise MediaError(f"Reading {path} would take more than {max_bytes} bytes (max_bytes) "
-                             f"at frame {len(frames)}. Read a shorter range or stream with iter_frames().")
+            raise MediaError(
+                f"Reading {path} would take more than {max_bytes} bytes (max_bytes) "
+                f"at frame {len(frames)}. Read a shorter range or stream with iter_frames()."
+            )
         frames.append(frame)
     if not frames:
         raise MediaError(f"No frames were read from {path} with start={start}, stop={stop}, step={step}.")
@@ -377,8 +405,9 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         raise MediaError(f"Cannot count the frames of video {path} ({_short(e)}).") from e
     w, h = meta["size"]
     fps = float(meta.get("fps") or 0) or None
-    return MediaInfo("video", int(n), fps, int(w), int(h), "audio_codec" in meta,
-                     float(secs) if secs is not None else None, path)
+    return MediaInfo(
+        "video", int(n), fps, int(w), int(h), "audio_codec" in meta, float(secs) if secs is not None else None, path
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -396,8 +425,10 @@ def _to_uint8_rgb(frames, what: str = "frames") -> np.ndarray:
     if a.ndim == 3:
         a = a[None]
     if a.ndim != 4 or a.shape[-1] not in (1, 3) or min(a.shape[1:3]) < 1:
-        raise InputError(f"{what} must be RGB images [H,W,3] or [B,H,W,3] (grayscale [H,W] or "
-                         f"[...,1] also accepted), got shape {tuple(a.shape)}.")
+        raise InputError(
+            f"{what} must be RGB images [H,W,3] or [B,H,W,3] (grayscale [H,W] or "
+            f"[...,1] also accepted), got shape {tuple(a.shape)}."
+        )
     if a.dtype == np.uint8:
         pass
     elif np.issubdtype(a.dtype, np.floating):
@@ -406,8 +437,7 @@ def _to_uint8_rgb(frames, what: str = "frames") -> np.ndarray:
         a = np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
     elif a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
         if a.size and (a.min() < 0 or a.max() > 255):
-            raise InputError(f"{what} are integers outside 0..255 (dtype {a.dtype}); pass uint8, "
-                             "or floats in 0..1.")
+            raise InputError(f"{what} are integers outside 0..255 (dtype {a.dtype}); pass uint8, or floats in 0..1.")
         a = a.astype(np.uint8)
     else:
         raise InputError(f"{what} have dtype {a.dtype}; pass uint8 0..255 or float 0..1.")
@@ -440,8 +470,9 @@ def _prepare_waveform(waveform, sample_rate) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] < 1:
         raise InputError(f"audio waveform must be [N] or [C, N] (or [1, C, N]), got shape {tuple(x.shape)}.")
     if x.shape[0] > 16:
-        raise InputError(f"audio waveform of shape {tuple(x.shape)} has {x.shape[0]} channels; "
-                         "pass it as [C, N] (channels first).")
+        raise InputError(
+            f"audio waveform of shape {tuple(x.shape)} has {x.shape[0]} channels; pass it as [C, N] (channels first)."
+        )
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise InputError(f"audio waveform has dtype {x.dtype}; pass float32 in -1..1.")
     x = x.astype(np.float32)
@@ -521,11 +552,24 @@ class Mp4Writer:
     call ``close()`` (finish, may raise MediaError) / ``abort()`` (discard) yourself.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float | Fraction, audio=None, *, crf: int = 18,
-                 preset: str = "medium", pix_fmt: str = "yuv420p", audio_offset: float = 0.0):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float | Fraction,
+        audio=None,
+        *,
+        crf: int = 18,
+        preset: str = "medium",
+        pix_fmt: str = "yuv420p",
+        audio_offset: float = 0.0,
+    ):
         self.path = Path(path)
-        if not (isinstance(fps, (int, float, Fraction)) and not isinstance(fps, bool)
-                and np.isfinite(float(fps)) and float(fps) > 0):
+        if not (
+            isinstance(fps, (int, float, Fraction))
+            and not isinstance(fps, bool)
+            and np.isfinite(float(fps))
+            and float(fps) > 0
+        ):
             raise InputError(f"fps must be a positive number, got {fps!r}.")
         if not (isinstance(crf, (int, float)) and 0 <= crf <= 51):
             raise InputError(f"crf must be between 0 and 51, got {crf!r}.")
@@ -575,19 +619,37 @@ class Mp4Writer:
             except Exception as e:
                 raise MediaError(f"Cannot write the temporary audio file {wav}: {e}.") from e
             return wav
-        raise InputError("audio must be None, a path to an audio file, or (waveform [C,N] float32, "
-                         f"sample_rate); got {type(audio).__name__}.")
+        raise InputError(
+            "audio must be None, a path to an audio file, or (waveform [C,N] float32, "
+            f"sample_rate); got {type(audio).__name__}."
+        )
 
     @staticmethod
     def _check_audio_file(src: Path) -> None:
         """Fail now, not after the whole video was generated, if ffmpeg cannot decode it."""
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(src),
-               "-map", "0:a:0", "-t", "0.1", "-f", "null", "-"]
+        cmd = [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(src),
+            "-map",
+            "0:a:0",
+            "-t",
+            "0.1",
+            "-f",
+            "null",
+            "-",
+        ]
         r = subprocess.run(cmd, capture_output=True)
         if r.returncode != 0:
             msg = " ".join(r.stderr.decode("utf-8", "replace").split())[-400:]
-            raise MediaError(f"Cannot use {src} as audio: ffmpeg finds no decodable audio stream "
-                             f"({msg}). Pass a wav, mp3, flac, m4a or a video with sound.")
+            raise MediaError(
+                f"Cannot use {src} as audio: ffmpeg finds no decodable audio stream "
+                f"({msg}). Pass a wav, mp3, flac, m4a or a video with sound."
+            )
 
     # -- frames ----------------------------------------------------------------------
 
@@ -595,10 +657,33 @@ class Mp4Writer:
         eh, ew = _even_shape(self.pix_fmt, h, w)
         self._encoded_hw = (eh, ew)
         final_pass = self._audio is None
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{ew}x{eh}", "-framerate", _fps_arg(self.fps),
-               "-i", "-", "-an", "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
-               "-pix_fmt", self.pix_fmt]
+        cmd = [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-nostdin",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{ew}x{eh}",
+            "-framerate",
+            _fps_arg(self.fps),
+            "-i",
+            "-",
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            self.preset,
+            "-crf",
+            str(self.crf),
+            "-pix_fmt",
+            self.pix_fmt,
+        ]
         if final_pass:
             cmd += ["-movflags", "+faststart"]
         cmd += ["-f", "mp4", str(self._video_tmp)]
@@ -618,9 +703,11 @@ class Mp4Writer:
             raise MediaError(f"Mp4Writer for {self.path} is already closed.")
         batch = _to_uint8_rgb(frames)
         if self.size is not None and (batch.shape[2], batch.shape[1]) != self.size:
-            raise InputError(f"frame {self.frames_written} is {batch.shape[2]}x{batch.shape[1]} but "
-                             f"{self.path} was started at {self.size[0]}x{self.size[1]}; every frame "
-                             "of a video must have the same size.")
+            raise InputError(
+                f"frame {self.frames_written} is {batch.shape[2]}x{batch.shape[1]} but "
+                f"{self.path} was started at {self.size[0]}x{self.size[1]}; every frame "
+                "of a video must have the same size."
+            )
         try:
             if self._proc is None:
                 self._start(batch.shape[1], batch.shape[2])
@@ -633,8 +720,10 @@ class Mp4Writer:
                     self._proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     pass
-                raise MediaError(f"ffmpeg stopped while writing {self.path} (exit code "
-                                 f"{self._proc.returncode}): {_read_log(self._log) or e}") from e
+                raise MediaError(
+                    f"ffmpeg stopped while writing {self.path} (exit code "
+                    f"{self._proc.returncode}): {_read_log(self._log) or e}"
+                ) from e
         except BaseException:
             self.abort()
             raise
@@ -646,21 +735,40 @@ class Mp4Writer:
         self._proc.stdin.close()
         rc = self._proc.wait()
         if rc != 0 or not self._video_tmp.is_file():
-            raise MediaError(f"ffmpeg could not encode {self.path} (exit code {rc}): {_read_log(self._log)}. "
-                             f"Check pix_fmt={self.pix_fmt!r}, preset={self.preset!r} and the free disk space.")
+            raise MediaError(
+                f"ffmpeg could not encode {self.path} (exit code {rc}): {_read_log(self._log)}. "
+                f"Check pix_fmt={self.pix_fmt!r}, preset={self.preset!r} and the free disk space."
+            )
 
     def _mux_audio(self) -> Path:
         out = _temp_sibling(self.path, "mux")
         self._res.files.append(out)
         duration = repr(self.frames_written / float(self.fps))
-        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
-               "-i", str(self._video_tmp)]
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-i", str(self._video_tmp)]
         if self.audio_offset > 0:
             cmd += ["-ss", repr(self.audio_offset)]
-        cmd += ["-i", str(self._audio), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-                "-af", f"apad=whole_dur={duration},atrim=duration={duration}",
-                "-c:a", "aac", "-b:a", _AUDIO_BITRATE, "-shortest", "-movflags", "+faststart",
-                "-f", "mp4", str(out)]
+        cmd += [
+            "-i",
+            str(self._audio),
+            "-map",
+            "0:v:0",
+            "-map",
+            "1:a:0",
+            "-c:v",
+            "copy",
+            "-af",
+            f"apad=whole_dur={duration},atrim=duration={duration}",
+            "-c:a",
+            "aac",
+            "-b:a",
+            _AUDIO_BITRATE,
+            "-shortest",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+            str(out),
+        ]
         with tempfile.TemporaryFile() as log:
             try:
                 proc = _popen(cmd, stderr=log)
@@ -669,8 +777,10 @@ class Mp4Writer:
             self._res.procs.append(proc)
             rc = proc.wait()
             if rc != 0 or not out.is_file():
-                raise MediaError(f"ffmpeg could not add the sound from {self._audio} to {self.path} "
-                                 f"(exit code {rc}): {_read_log(log)}.")
+                raise MediaError(
+                    f"ffmpeg could not add the sound from {self._audio} to {self.path} "
+                    f"(exit code {rc}): {_read_log(log)}."
+                )
         return out
 
     def close(self) -> Path:
@@ -702,7 +812,7 @@ class Mp4Writer:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "Mp4Writer":
+    def __enter__(self) -> Mp4Writer:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -713,8 +823,9 @@ class Mp4Writer:
         return False
 
 
-def write_frames_png(folder: str | os.PathLike, frames, start_index: int = 0,
-                     pattern: str = "{:06d}.png") -> list[Path]:
+def write_frames_png(
+    folder: str | os.PathLike, frames, start_index: int = 0, pattern: str = "{:06d}.png"
+) -> list[Path]:
     """Write frames as numbered PNG files (each one atomically) into ``folder``.
 
     frames: [H,W,3] or [B,H,W,3] RGB, uint8 or float 0..1 (see Mp4Writer.write). File i of

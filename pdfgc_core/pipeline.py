@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -85,8 +85,9 @@ def free_memory_mib(device) -> float:
         return float(GENERATOR_MIB_PER_FRAME[torch.float32] * OFFICIAL_BATCH * 4)
 
 
-def auto_batch_size(device="cpu", dtype: torch.dtype | str = torch.float32, *, max_batch: int | None = None,
-                    fraction: float = 0.5) -> int:
+def auto_batch_size(
+    device="cpu", dtype: torch.dtype | str = torch.float32, *, max_batch: int | None = None, fraction: float = 0.5
+) -> int:
     """A generator batch size for :meth:`Engine.generate` from the memory free on ``device`` now.
 
     Uses ``fraction`` of the free memory at :data:`GENERATOR_MIB_PER_FRAME` per frame, rounded down
@@ -116,8 +117,9 @@ class Engine:
     each shape compiles, minutes on CPU); if compiling fails the engine logs it and runs eagerly.
     """
 
-    def __init__(self, models: PDFGCModels, device=None, precision: str = "fp32", impl: str = "fast",
-                 compile: bool = False):
+    def __init__(
+        self, models: PDFGCModels, device=None, precision: str = "fp32", impl: str = "fast", compile: bool = False
+    ):
         self.models = models
         self.device = torch.device(device) if device is not None else models.device
         self.dtype = resolve_precision(precision, self.device)
@@ -130,8 +132,9 @@ class Engine:
             if hasattr(torch, "compile"):
                 self._generator = torch.compile(models.generator)
             else:
-                log.warning("torch.compile is not available in torch %s; running the generator eagerly",
-                            torch.__version__)
+                log.warning(
+                    "torch.compile is not available in torch %s; running the generator eagerly", torch.__version__
+                )
 
     def auto_batch_size(self, max_batch: int | None = None) -> int:
         """:func:`auto_batch_size` for this engine's device and precision."""
@@ -150,8 +153,11 @@ class Engine:
         except Exception as e:  # compile errors surface at the first call
             if self._generator is self.models.generator:
                 raise
-            log.warning("torch.compile failed (%s: %s); running the generator eagerly", type(e).__name__,
-                        str(e).splitlines()[0][:200] if str(e) else "")
+            log.warning(
+                "torch.compile failed (%s: %s); running the generator eagerly",
+                type(e).__name__,
+                str(e).splitlines()[0][:200] if str(e) else "",
+            )
             self._generator = self.models.generator
             return self._generator(id_map, style, impl=self.impl, noise=noise_maps)
 
@@ -176,8 +182,13 @@ class Engine:
         return Appearance(vec.float().cpu(), idmap.float().cpu())
 
     @torch.inference_mode()
-    def encode_mouth(self, windows: torch.Tensor, fps: float = 25.0, batch_size: int = OFFICIAL_BATCH,
-                     progress: Callable[[int], None] | None = None) -> Factor:
+    def encode_mouth(
+        self,
+        windows: torch.Tensor,
+        fps: float = 25.0,
+        batch_size: int = OFFICIAL_BATCH,
+        progress: Callable[[int], None] | None = None,
+    ) -> Factor:
         """Mel windows [T,1,80,20] -> mouth factor [T,500] (raw, before the official x1.5 and smoothing).
 
         ``batch_size`` 8 reproduces the official batching exactly; other sizes move results by ~5e-6."""
@@ -185,15 +196,20 @@ class Engine:
         out = []
         for s in range(0, windows.shape[0], batch_size):
             with self._autocast():
-                out.append(self.models.audio(self._in(windows[s:s + batch_size])).float().cpu())
+                out.append(self.models.audio(self._in(windows[s : s + batch_size])).float().cpu())
             if progress:
                 progress(out[-1].shape[0])
         return Factor("mouth", torch.cat(out), fps=fps)
 
     @torch.inference_mode()
-    def encode_drivers(self, images: torch.Tensor | Iterable[torch.Tensor], heads: Sequence[str] = DRIVER_HEADS,
-                       fps: float = 25.0, batch_size: int = 16,
-                       progress: Callable[[int], None] | None = None) -> dict[str, Factor]:
+    def encode_drivers(
+        self,
+        images: torch.Tensor | Iterable[torch.Tensor],
+        heads: Sequence[str] = DRIVER_HEADS,
+        fps: float = 25.0,
+        batch_size: int = 16,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Factor]:
         """Driving frames -> raw factors ``{head: Factor [N,D]}`` for the requested heads only.
 
         ``images``: [N,3,224,224] float32 -1..1, or an iterable of such chunks (streaming: only the
@@ -209,7 +225,7 @@ class Engine:
             self._check_images(chunk, "driving frames")
             for s in range(0, chunk.shape[0], batch_size):
                 with self._autocast():
-                    res = self.models.motion(self._in(chunk[s:s + batch_size]), heads=heads)
+                    res = self.models.motion(self._in(chunk[s : s + batch_size]), heads=heads)
                 for h in heads:
                     acc[h].append(res[h].float().cpu())
                 if progress:
@@ -224,16 +240,24 @@ class Engine:
     def style(appearance: Appearance, motion: torch.Tensor) -> torch.Tensor:
         """[T,2590] = [appearance id_vector 2048 | motion 542] per frame."""
         if motion.dim() != 2 or motion.shape[1] != MOTION_DIM:
-            raise InputError(f"motion: expected [T,{MOTION_DIM}] ({' | '.join(MOTION_ORDER)}), got {tuple(motion.shape)}")
+            raise InputError(
+                f"motion: expected [T,{MOTION_DIM}] ({' | '.join(MOTION_ORDER)}), got {tuple(motion.shape)}"
+            )
         if not bool(torch.isfinite(motion).all()):
             raise InputError("motion: contains NaN or infinite values; check the factor strengths and inputs")
         return torch.cat([appearance.id_vector.expand(motion.shape[0], -1), motion.float()], dim=1)
 
     @torch.inference_mode()
-    def generate(self, appearance: Appearance, motion: torch.Tensor, *, batch_size: int = OFFICIAL_BATCH,
-                 noise: torch.Generator | int | None = None,
-                 progress: Callable[[int], None] | None = None,
-                 check_interrupt: Callable[[], None] | None = None) -> Iterator[torch.Tensor]:
+    def generate(
+        self,
+        appearance: Appearance,
+        motion: torch.Tensor,
+        *,
+        batch_size: int = OFFICIAL_BATCH,
+        noise: torch.Generator | int | None = None,
+        progress: Callable[[int], None] | None = None,
+        check_interrupt: Callable[[], None] | None = None,
+    ) -> Iterator[torch.Tensor]:
         """Yields frames in chunks of ``batch_size``: [b,3,224,224] float32 CPU, -1..1 RGB.
 
         ``noise``: None uses the checkpoint's stored noise maps (deterministic, the parity default);
@@ -250,19 +274,24 @@ class Engine:
         for s in range(0, motion.shape[0], batch_size):
             if check_interrupt:
                 check_interrupt()
-            st = self._in(self.style(appearance, motion[s:s + batch_size]))
+            st = self._in(self.style(appearance, motion[s : s + batch_size]))
             with self._autocast():
                 img = self._run_generator(id_map, st, noise_maps)
             img = img.float()
             if self.dtype != torch.float32 and not bool(torch.isfinite(img).all()):
-                log.warning("generator produced non-finite values in %s; recomputing frames %d-%d in fp32",
-                            self.dtype, s, s + st.shape[0] - 1)
+                log.warning(
+                    "generator produced non-finite values in %s; recomputing frames %d-%d in fp32",
+                    self.dtype,
+                    s,
+                    s + st.shape[0] - 1,
+                )
                 img = self._run_generator(id_map, st, noise_maps).float()
             if not bool(torch.isfinite(img).all()):
                 raise InputError(
                     f"the generator produced NaN/inf for frames {s}-{s + st.shape[0] - 1}: the style (largest |value| "
                     f"{float(st.abs().max()):.3g}) is far outside what the network was trained on. Lower the factor "
-                    f"strengths (a few units at most) or check the appearance and factor inputs.")
+                    f"strengths (a few units at most) or check the appearance and factor inputs."
+                )
             yield img.cpu()
             if progress:
                 progress(st.shape[0])
@@ -276,4 +305,3 @@ class Engine:
     def generate_all(self, appearance: Appearance, motion: torch.Tensor, **kw) -> torch.Tensor:
         """All frames at once: [T,3,224,224] float32 (memory grows with T; prefer ``generate``)."""
         return torch.cat(list(self.generate(appearance, motion, **kw)))
-

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -88,11 +88,12 @@ def iter_driver_batches(driver: Driver, num_needed: int, chunk: int, fps: float)
         raise InputError(
             f"{name}: has {total} frame file(s); the official pipeline drops the first {OFFICIAL_SKIP} and needs "
             f"at least {OFFICIAL_MIN_DRIVER_FILES} files. Add frames, or set skip_first=0 (CLI: --skip-first 0) "
-            f"to use every frame, looped.")
+            f"to use every frame, looped."
+        )
     if total is not None and total - skip < 1:
         raise InputError(f"{name}: has {total} frame(s), none left after skipping {skip}; give more frames.")
     if isinstance(src, np.ndarray):
-        frames = iter(src[skip:skip + num_needed])
+        frames = iter(src[skip : skip + num_needed])
     else:
         frames = media.iter_frames(src, start=skip, stop=skip + num_needed, fps=fps)
     n = 0
@@ -104,7 +105,7 @@ def iter_driver_batches(driver: Driver, num_needed: int, chunk: int, fps: float)
             raw, _ = align_faces(np.stack(raw), driver.align, mode="video", name=name)
         crops = [images.official_crop(f) if driver.crop == "official" else images.resize_224(f) for f in raw]
         for s in range(0, len(crops), chunk):
-            yield images.to_network(np.stack(crops[s:s + chunk]))
+            yield images.to_network(np.stack(crops[s : s + chunk]))
     if n == 0:
         raise InputError(f"{name}: no frames left after skipping {skip}; give a longer driver or lower skip_first.")
 
@@ -120,8 +121,14 @@ def _chunks(it, size: int) -> Iterator[list]:
         yield buf
 
 
-def encode_driver(engine: Engine, driver: Driver, heads, num_frames: int, settings: RenderSettings,
-                  progress: Callable[[int], None] | None = None) -> dict[str, Factor]:
+def encode_driver(
+    engine: Engine,
+    driver: Driver,
+    heads,
+    num_frames: int,
+    settings: RenderSettings,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Factor]:
     """Raw factors for ``heads`` from one source, covering its first min(L, num_frames) usable frames."""
     batches = iter_driver_batches(driver, num_frames, settings.driver_chunk, settings.fps)
     return engine.encode_drivers(batches, heads=heads, fps=settings.fps, progress=progress)
@@ -146,8 +153,9 @@ def load_appearance_image(source, crop: str = "official", align: str = "none") -
         from .faces import align_faces
 
         original = rgb
-        (rgb,), info = align_faces(rgb[None], align, mode="image", name=str(source) if isinstance(source, (str, Path))
-                                   else "appearance image")
+        (rgb,), info = align_faces(
+            rgb[None], align, mode="image", name=str(source) if isinstance(source, (str, Path)) else "appearance image"
+        )
     rgb = images.official_crop(rgb) if crop == "official" else images.resize_224(rgb)
     return AppearanceInput(images.to_network(rgb[None]), original, info)
 
@@ -155,8 +163,9 @@ def load_appearance_image(source, crop: str = "official", align: str = "none") -
 def mouth_windows(audio, settings: RenderSettings) -> torch.Tensor:
     """Speech (path or (waveform [C,N] float, sample_rate)) -> mel windows [T,1,80,20]."""
     wave, sr = audio_io.load_audio(audio) if isinstance(audio, (str, Path)) else audio
-    return audio_io.audio_to_windows(wave, sr, fps=settings.fps, quality=settings.audio_quality,
-                                     max_seconds=settings.max_seconds)
+    return audio_io.audio_to_windows(
+        wave, sr, fps=settings.fps, quality=settings.audio_quality, max_seconds=settings.max_seconds
+    )
 
 
 @dataclass
@@ -173,8 +182,9 @@ class Plan:
         return int(self.motion.shape[0])
 
 
-def plan(engine: Engine, appearance, audio, drivers: dict[str, Driver | None], settings: RenderSettings,
-         align: str = "none") -> Plan:
+def plan(
+    engine: Engine, appearance, audio, drivers: dict[str, Driver | None], settings: RenderSettings, align: str = "none"
+) -> Plan:
     """Encodes everything and assembles the motion. ``drivers`` maps pose / eye / expression to a
     :class:`Driver` or None (factor off). Drivers that share one source object are read once.
     ``align`` applies to the appearance image (see :class:`Driver`)."""
@@ -196,13 +206,21 @@ def plan(engine: Engine, appearance, audio, drivers: dict[str, Driver | None], s
         t0 = time.perf_counter()
         factors.update(encode_driver(engine, drv, heads, num, settings))
         log.info("encoded %s from %s in %.1f s", "/".join(heads), getattr(drv, "source", "?"), time.perf_counter() - t0)
-    strong = {k: v for k, v in settings.strengths.items() if k in factors and isinstance(v, (int, float)) and abs(v) > STRENGTH_WARN}
+    strong = {
+        k: v
+        for k, v in settings.strengths.items()
+        if k in factors and isinstance(v, (int, float)) and abs(v) > STRENGTH_WARN
+    }
     if strong:
-        log.warning("factor strength(s) %s are far above 1: the generator saturates and the frames stop looking "
-                    "like a face (official strengths are 1)", strong)
+        log.warning(
+            "factor strength(s) %s are far above 1: the generator saturates and the frames stop looking "
+            "like a face (official strengths are 1)",
+            strong,
+        )
     scaled = {k: _scaled(k, f, settings.strengths.get(k, 1.0)) for k, f in factors.items()}
-    motion = assemble_motion(num, **scaled, fit=settings.fit, post=settings.post,
-                             blink=settings.blink, gaze=settings.gaze)
+    motion = assemble_motion(
+        num, **scaled, fit=settings.fit, post=settings.post, blink=settings.blink, gaze=settings.gaze
+    )
     return Plan(app, motion, factors, source)
 
 
@@ -215,16 +233,27 @@ def _scaled(kind: str, f: Factor, strength) -> Factor:
         raise InputError(f"{kind} strength {strength!r}: {e}") from None
 
 
-def frames_u8(engine: Engine, p: Plan, settings: RenderSettings, paste_back: bool = False,
-              progress: Callable[[int], None] | None = None,
-              check_interrupt: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
+def frames_u8(
+    engine: Engine,
+    p: Plan,
+    settings: RenderSettings,
+    paste_back: bool = False,
+    progress: Callable[[int], None] | None = None,
+    check_interrupt: Callable[[], None] | None = None,
+) -> Iterator[np.ndarray]:
     """Generated frames as uint8 RGB chunks: [b,224,224,3] (official truncating conversion), or with
     ``paste_back`` (needs an aligned appearance) the full original picture [b,H,W,3] with the face
     blended in."""
     if paste_back and (p.source is None or p.source.crop_info is None):
         raise InputError("paste-back needs an aligned appearance image: set an alignment backend (e.g. dlib)")
-    for chunk in engine.generate(p.appearance, p.motion, batch_size=settings.batch_size, noise=settings.noise,
-                                 progress=progress, check_interrupt=check_interrupt):
+    for chunk in engine.generate(
+        p.appearance,
+        p.motion,
+        batch_size=settings.batch_size,
+        noise=settings.noise,
+        progress=progress,
+        check_interrupt=check_interrupt,
+    ):
         u8 = images.network_to_u8(chunk)
         if paste_back:
             from .faces import paste_back as paste

@@ -78,6 +78,7 @@ def synthetic_state_dicts(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
 def synthetic_models(seed: int = 0) -> PDFGCModels:
     """Models filled with :func:`synthetic_state_dicts`; ``models.synthetic`` is True."""
     models = models_from_state_dicts(synthetic_state_dicts(seed), source=f"synthetic(seed={seed})", synthetic=True)
-    models.report.warn("SYNTHETIC weights: the output is noise, not a face, until the official checkpoints "
-                       "are installed.")
+    models.report.warn(
+        "SYNTHETIC weights: the output is noise, not a face, until the official checkpoints are installed."
+    )
     return models

@@ -42,53 +42,95 @@ INPUT_FILES = {
 }
 VIDEO_FPS = 25
 
-SETUP = ("Checkpoints: put the official PD-FGC checkpoints.tar (or a folder with the four .pth files, or a "
-         ".safetensors from `python -m pdfgc_core convert`) in ComfyUI/models/pdfgc/ and pick it in PD-FGC Load "
-         "Model. Faces: pre-aligned 224x224 crops like the samples, or run your pictures and videos through "
-         "PD-FGC Align Faces first.")
+SETUP = (
+    "Checkpoints: put the official PD-FGC checkpoints.tar (or a folder with the four .pth files, or a "
+    ".safetensors from `python -m pdfgc_core convert`) in ComfyUI/models/pdfgc/ and pick it in PD-FGC Load "
+    "Model. Faces: pre-aligned 224x224 crops like the samples, or run your pictures and videos through "
+    "PD-FGC Align Faces first."
+)
 
 
 def _model():
-    return {"class_type": "PDFGC_LoadModel", "inputs": {"checkpoint": CHECKPOINT, "precision": "auto",
-                                                         "generator_impl": "fast"}}
+    return {
+        "class_type": "PDFGC_LoadModel",
+        "inputs": {"checkpoint": CHECKPOINT, "precision": "auto", "generator_impl": "fast"},
+    }
 
 
 def _combine(**factors):
-    inputs = {"length": 0, "fit": "loop", "match_fps": True, "post_process": True, "mouth_gain": 1.5,
-              "expression_gain": 1.2, "eye_gain": 1.2, "pose_gain": 1.0, "blink": True, "gaze": True}
+    inputs = {
+        "length": 0,
+        "fit": "loop",
+        "match_fps": True,
+        "post_process": True,
+        "mouth_gain": 1.5,
+        "expression_gain": 1.2,
+        "eye_gain": 1.2,
+        "pose_gain": 1.0,
+        "blink": True,
+        "gaze": True,
+    }
     inputs.update(factors)
     return {"class_type": "PDFGC_CombineMotion", "inputs": inputs}
 
 
 def _driver(cls, video_node, model="1"):
-    return {"class_type": cls, "inputs": {"model": [model, 0], "images": [video_node, 0], "crop": "official",
-                                          "skip_first": 0, "fps": [video_node, 2]}}
+    return {
+        "class_type": cls,
+        "inputs": {
+            "model": [model, 0],
+            "images": [video_node, 0],
+            "crop": "official",
+            "skip_first": 0,
+            "fps": [video_node, 2],
+        },
+    }
 
 
 def _generate(appearance, motion):
-    return {"class_type": "PDFGC_Generate", "inputs": {"model": ["1", 0], "appearance": [appearance, 0],
-                                                       "motion": [motion, 0], "batch_size": 8, "noise": -1}}
+    return {
+        "class_type": "PDFGC_Generate",
+        "inputs": {
+            "model": ["1", 0],
+            "appearance": [appearance, 0],
+            "motion": [motion, 0],
+            "batch_size": 8,
+            "noise": -1,
+        },
+    }
 
 
 def _lips(audio):
-    return {"class_type": "PDFGC_EncodeLips", "inputs": {"model": ["1", 0], "audio": [audio, 0], "fps": 25.0,
-                                                         "quality": "official", "max_seconds": 0.0}}
+    return {
+        "class_type": "PDFGC_EncodeLips",
+        "inputs": {"model": ["1", 0], "audio": [audio, 0], "fps": 25.0, "quality": "official", "max_seconds": 0.0},
+    }
 
 
 def _save_video(video, prefix):
-    return {"class_type": "SaveVideo", "inputs": {"video": [video, 0], "filename_prefix": prefix, "format": "auto",
-                                                  "codec": "auto"}}
+    return {
+        "class_type": "SaveVideo",
+        "inputs": {"video": [video, 0], "filename_prefix": prefix, "format": "auto", "codec": "auto"},
+    }
 
 
 # name -> {"graph": API-format prompt, "columns": [[node ids top to bottom], ...], "note": text}
 GRAPHS: dict[str, dict] = {
     "full_control": {
-        "note": ("PD-FGC full control: lips from speech, head pose, eyes and expression each from its own driving "
-                 "video. Any encoder can be removed (that factor becomes neutral) or replaced by a factor node "
-                 "(Strength, Mix, Hold Frame, Load Factor ...). The clip is as long as the speech; shorter driving "
-                 "videos loop (Combine Motion: fit).\n\n" + SETUP),
-        "columns": [["1", "2", "3"], ["4", "6", "8"], ["5", "7", "9"], ["10", "11", "12", "13", "14"],
-                    ["15", "16"], ["17", "18"]],
+        "note": (
+            "PD-FGC full control: lips from speech, head pose, eyes and expression each from its own driving "
+            "video. Any encoder can be removed (that factor becomes neutral) or replaced by a factor node "
+            "(Strength, Mix, Hold Frame, Load Factor ...). The clip is as long as the speech; shorter driving "
+            "videos loop (Combine Motion: fit).\n\n" + SETUP
+        ),
+        "columns": [
+            ["1", "2", "3"],
+            ["4", "6", "8"],
+            ["5", "7", "9"],
+            ["10", "11", "12", "13", "14"],
+            ["15", "16"],
+            ["17", "18"],
+        ],
         "graph": {
             "1": _model(),
             "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}},
@@ -97,11 +139,16 @@ GRAPHS: dict[str, dict] = {
             "5": {"class_type": "GetVideoComponents", "inputs": {"video": ["4", 0]}},
             "6": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_eye.mp4"}, "_meta": {"title": "Eye video"}},
             "7": {"class_type": "GetVideoComponents", "inputs": {"video": ["6", 0]}},
-            "8": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_expression.mp4"},
-                  "_meta": {"title": "Expression video"}},
+            "8": {
+                "class_type": "LoadVideo",
+                "inputs": {"file": "pdfgc_expression.mp4"},
+                "_meta": {"title": "Expression video"},
+            },
             "9": {"class_type": "GetVideoComponents", "inputs": {"video": ["8", 0]}},
-            "10": {"class_type": "PDFGC_EncodeAppearance", "inputs": {"model": ["1", 0], "image": ["2", 0],
-                                                                      "crop": "official"}},
+            "10": {
+                "class_type": "PDFGC_EncodeAppearance",
+                "inputs": {"model": ["1", 0], "image": ["2", 0], "crop": "official"},
+            },
             "11": _lips("3"),
             "12": _driver("PDFGC_EncodePose", "5"),
             "13": _driver("PDFGC_EncodeEyes", "7"),
@@ -113,15 +160,19 @@ GRAPHS: dict[str, dict] = {
         },
     },
     "lipsync_only": {
-        "note": ("PD-FGC lip-sync: the portrait speaks the audio; head pose, eyes and expression stay neutral "
-                 "(Combine Motion treats every factor that is not connected as zero).\n\n" + SETUP),
+        "note": (
+            "PD-FGC lip-sync: the portrait speaks the audio; head pose, eyes and expression stay neutral "
+            "(Combine Motion treats every factor that is not connected as zero).\n\n" + SETUP
+        ),
         "columns": [["1", "2", "3"], ["4", "5"], ["6", "7"], ["8", "9"]],
         "graph": {
             "1": _model(),
             "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}},
             "3": {"class_type": "LoadAudio", "inputs": {"audio": "speech.mp3"}},
-            "4": {"class_type": "PDFGC_EncodeAppearance", "inputs": {"model": ["1", 0], "image": ["2", 0],
-                                                                     "crop": "official"}},
+            "4": {
+                "class_type": "PDFGC_EncodeAppearance",
+                "inputs": {"model": ["1", 0], "image": ["2", 0], "crop": "official"},
+            },
             "5": _lips("3"),
             "6": _combine(mouth=["5", 0]),
             "7": _generate("4", "6"),
@@ -130,29 +181,49 @@ GRAPHS: dict[str, dict] = {
         },
     },
     "expression_interpolation": {
-        "note": ("PD-FGC expression interpolation: the portrait moves smoothly from its own expression (a) to the "
-                 "expression of a reference picture (b) over 50 frames (Mix Factors, ramp). Change length, curve, "
-                 "start / end, or connect speech (Encode Lips -> Combine Motion mouth) to make it talk "
-                 "meanwhile.\n\n" + SETUP),
+        "note": (
+            "PD-FGC expression interpolation: the portrait moves smoothly from its own expression (a) to the "
+            "expression of a reference picture (b) over 50 frames (Mix Factors, ramp). Change length, curve, "
+            "start / end, or connect speech (Encode Lips -> Combine Motion mouth) to make it talk "
+            "meanwhile.\n\n" + SETUP
+        ),
         "columns": [["1", "2", "3"], ["4", "5", "6"], ["7", "8"], ["9", "10"], ["11"]],
         "graph": {
             "1": _model(),
             "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}, "_meta": {"title": "Portrait"}},
-            "3": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_expression.jpg"},
-                  "_meta": {"title": "Expression reference"}},
-            "4": {"class_type": "PDFGC_EncodeAppearance", "inputs": {"model": ["1", 0], "image": ["2", 0],
-                                                                     "crop": "official"}},
-            "5": {"class_type": "PDFGC_EncodeExpression", "inputs": {"model": ["1", 0], "images": ["2", 0],
-                                                                     "crop": "official", "skip_first": 0,
-                                                                     "fps": 25.0},
-                  "_meta": {"title": "Expression a (portrait)"}},
-            "6": {"class_type": "PDFGC_EncodeExpression", "inputs": {"model": ["1", 0], "images": ["3", 0],
-                                                                     "crop": "official", "skip_first": 0,
-                                                                     "fps": 25.0},
-                  "_meta": {"title": "Expression b (reference)"}},
-            "7": {"class_type": "PDFGC_MixFactors", "inputs": {"a": ["5", 0], "b": ["6", 0], "mode": "ramp", "t": 0.5,
-                                                               "start": 0.0, "end": 1.0, "curve": "smoothstep",
-                                                               "length": 50, "fit": "hold"}},
+            "3": {
+                "class_type": "LoadImage",
+                "inputs": {"image": "pdfgc_expression.jpg"},
+                "_meta": {"title": "Expression reference"},
+            },
+            "4": {
+                "class_type": "PDFGC_EncodeAppearance",
+                "inputs": {"model": ["1", 0], "image": ["2", 0], "crop": "official"},
+            },
+            "5": {
+                "class_type": "PDFGC_EncodeExpression",
+                "inputs": {"model": ["1", 0], "images": ["2", 0], "crop": "official", "skip_first": 0, "fps": 25.0},
+                "_meta": {"title": "Expression a (portrait)"},
+            },
+            "6": {
+                "class_type": "PDFGC_EncodeExpression",
+                "inputs": {"model": ["1", 0], "images": ["3", 0], "crop": "official", "skip_first": 0, "fps": 25.0},
+                "_meta": {"title": "Expression b (reference)"},
+            },
+            "7": {
+                "class_type": "PDFGC_MixFactors",
+                "inputs": {
+                    "a": ["5", 0],
+                    "b": ["6", 0],
+                    "mode": "ramp",
+                    "t": 0.5,
+                    "start": 0.0,
+                    "end": 1.0,
+                    "curve": "smoothstep",
+                    "length": 50,
+                    "fit": "hold",
+                },
+            },
             "8": _combine(expression=["7", 0]),
             "9": _generate("4", "8"),
             "10": {"class_type": "CreateVideo", "inputs": {"images": ["9", 0], "fps": 25.0}},
@@ -202,12 +273,16 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
 
 def normalise(prompt: dict) -> dict:
     """A prompt for comparison: numbers as floats, no _meta."""
+
     def value(v):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return v
         return float(v)
-    return {k: {"class_type": n["class_type"], "inputs": {i: value(v) for i, v in n["inputs"].items()}}
-            for k, n in prompt.items()}
+
+    return {
+        k: {"class_type": n["class_type"], "inputs": {i: value(v) for i, v in n["inputs"].items()}}
+        for k, n in prompt.items()
+    }
 
 
 def api_prompt(name: str, **overrides) -> dict:
@@ -337,21 +412,27 @@ def build_all(log=print) -> dict[str, dict]:
             with open_frontend(server.url) as driver:
                 built = {}
                 for name, spec in GRAPHS.items():
-                    res = driver.execute_async_script(BUILD_JS, json.dumps(spec["graph"]),
-                                                      json.dumps(spec["columns"]), spec["note"])
+                    res = driver.execute_async_script(
+                        BUILD_JS, json.dumps(spec["graph"]), json.dumps(spec["columns"]), spec["note"]
+                    )
                     if "error" in res:
                         raise RuntimeError(f"{name}: the frontend failed: {res['error']}")
                     if res["missing"]:
                         raise RuntimeError(f"{name}: node types unknown to the frontend: {res['missing']}")
                     workflow = _rounded(_strip_nulls(res["workflow"]))
                     source = normalise(spec["graph"])
-                    for how, prompt in (("graphToPrompt", res["prompt"]), ("ui_to_api", ui_to_api(workflow, object_info))):
+                    for how, prompt in (
+                        ("graphToPrompt", res["prompt"]),
+                        ("ui_to_api", ui_to_api(workflow, object_info)),
+                    ):
                         got = normalise(prompt)
                         for node in got.values():  # frontend-only widgets the frontend puts in prompts
                             node["inputs"].pop("audioUI", None)
                         if got != source:
-                            raise RuntimeError(f"{name}: {how} of the built workflow differs from the source graph:\n"
-                                               f"{json.dumps(got, indent=1)}\nsource:\n{json.dumps(source, indent=1)}")
+                            raise RuntimeError(
+                                f"{name}: {how} of the built workflow differs from the source graph:\n"
+                                f"{json.dumps(got, indent=1)}\nsource:\n{json.dumps(source, indent=1)}"
+                            )
                     built[name] = workflow
                     log(f"built {name}: {len(workflow['nodes'])} nodes, {len(workflow['links'])} links")
                 return built

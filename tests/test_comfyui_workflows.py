@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from comfy_harness import build_workflows_module
 
-from pdfgc_core import audio as core_audio, factors as F, images
+from pdfgc_core import audio as core_audio
+from pdfgc_core import factors as F
+from pdfgc_core import images
 from pdfgc_core.checkpoints import load_models
 from pdfgc_core.pipeline import Engine
-from comfy_harness import build_workflows_module
 
 pytestmark = pytest.mark.comfyui
 
@@ -28,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 CKPT = "pdfgc-synthetic.safetensors"
 MAX_SECONDS = 0.4  # speech kept: 7 frames at 25 fps
-VIDEO_FRAMES = 8   # frames of each driving video
+VIDEO_FRAMES = 8  # frames of each driving video
 TAP = "PDFGCHarnessSaveTensor"
 
 
@@ -89,8 +91,11 @@ def video_streams(path: Path) -> dict:
     with av.open(str(path)) as c:
         out = {s.type: s for s in c.streams}
         frames = sum(1 for _ in c.decode(video=0))
-        return {"video_frames": frames, "audio": "audio" in out,
-                "audio_rate": out["audio"].rate if "audio" in out else None}
+        return {
+            "video_frames": frames,
+            "audio": "audio" in out,
+            "audio_rate": out["audio"].rate if "audio" in out else None,
+        }
 
 
 def node_of(prompt: dict, class_type: str) -> str:
@@ -99,6 +104,7 @@ def node_of(prompt: dict, class_type: str) -> str:
 
 
 # --------------------------------------------------------------------------------------- the workflows
+
 
 def reference_frames(name: str, prompt: dict, taps: dict, engine: Engine) -> torch.Tensor:
     """The workflow's frames computed with pdfgc_core directly from the server's loader outputs."""
@@ -109,18 +115,28 @@ def reference_frames(name: str, prompt: dict, taps: dict, engine: Engine) -> tor
     if name in ("full_control", "lipsync_only"):
         audio = taps[f"tap_{node_of(g, 'LoadAudio')}_0"]
         lips = g[node_of(g, "PDFGC_EncodeLips")]["inputs"]
-        windows = core_audio.audio_to_windows(audio["waveform"][0], audio["sample_rate"], fps=lips["fps"],
-                                              quality=lips["quality"], max_seconds=lips["max_seconds"] or None)
+        windows = core_audio.audio_to_windows(
+            audio["waveform"][0],
+            audio["sample_rate"],
+            fps=lips["fps"],
+            quality=lips["quality"],
+            max_seconds=lips["max_seconds"] or None,
+        )
         factors["mouth"] = engine.encode_mouth(windows, fps=lips["fps"])
     if name == "full_control":
-        for cls, head in (("PDFGC_EncodePose", "pose"), ("PDFGC_EncodeEyes", "eye"),
-                          ("PDFGC_EncodeExpression", "expression")):
+        for cls, head in (
+            ("PDFGC_EncodePose", "pose"),
+            ("PDFGC_EncodeEyes", "eye"),
+            ("PDFGC_EncodeExpression", "expression"),
+        ):
             video_components = g[node_of(g, cls)]["inputs"]["images"][0]
             frames = taps[f"tap_{video_components}_0"]
             factors.update(engine.encode_drivers(network(frames), heads=(head,)))
     if name == "expression_interpolation":
-        portrait, reference = (taps[f"tap_{g[k]['inputs']['images'][0]}_0"] for k in sorted(
-            (k for k, v in g.items() if v["class_type"] == "PDFGC_EncodeExpression"), key=int))
+        portrait, reference = (
+            taps[f"tap_{g[k]['inputs']['images'][0]}_0"]
+            for k in sorted((k for k, v in g.items() if v["class_type"] == "PDFGC_EncodeExpression"), key=int)
+        )
         a = engine.encode_drivers(network(portrait), heads=("expression",))["expression"]
         b = engine.encode_drivers(network(reference), heads=("expression",))["expression"]
         mix = g[node_of(g, "PDFGC_MixFactors")]["inputs"]
@@ -148,11 +164,15 @@ def test_example_workflow_runs_and_equals_core(server, object_info, engine, path
     workflow = json.loads(path.read_text())
     prompt = bw.ui_to_api(workflow, object_info)
     assert bw.normalise(prompt) == bw.normalise(bw.GRAPHS[path.stem]["graph"]), (
-        f"{path.name} differs from its source graph in scripts/build_workflows.py; run that script")
+        f"{path.name} differs from its source graph in scripts/build_workflows.py; run that script"
+    )
     for node in prompt.values():
         assert node["class_type"] in object_info
         assert node["class_type"].startswith("PDFGC_") or object_info[node["class_type"]]["python_module"] in (
-            "nodes", "comfy_extras.nodes_video", "comfy_extras.nodes_audio"), f"{node['class_type']} is not a core node"
+            "nodes",
+            "comfy_extras.nodes_video",
+            "comfy_extras.nodes_audio",
+        ), f"{node['class_type']} is not a core node"
 
     prompt = shortened(path.stem, prompt)
     gen = node_of(prompt, "PDFGC_Generate")
@@ -175,7 +195,9 @@ def test_example_workflow_runs_and_equals_core(server, object_info, engine, path
     assert torch.equal(frames, expected), f"max abs diff {(frames - expected).abs().max():.3g}"
     n = frames.shape[0]
 
-    if any(n["class_type"] == "PDFGC_EncodeLips" for n in prompt.values()):  # the sound for the video starts 0.08 s in, lined up with the lips
+    if any(
+        n["class_type"] == "PDFGC_EncodeLips" for n in prompt.values()
+    ):  # the sound for the video starts 0.08 s in, lined up with the lips
         from pdfgc_core.render import AUDIO_LEAD_SECONDS
 
         lips = node_of(prompt, "PDFGC_EncodeLips")
@@ -198,14 +220,16 @@ def test_example_workflow_runs_and_equals_core(server, object_info, engine, path
 
 # --------------------------------------------------------------------------------------- small graphs
 
+
 def lipsync_prompt() -> dict:
     return shortened("lipsync_only", bw.api_prompt("lipsync_only"))
 
 
 def test_long_run_reports_progress_and_stops_on_interrupt(server):
     prompt = lipsync_prompt()
-    for k in [k for k, v in prompt.items() if v["class_type"] in ("LoadAudio", "PDFGC_EncodeLips", "CreateVideo",
-                                                                   "SaveVideo")]:
+    for k in [
+        k for k, v in prompt.items() if v["class_type"] in ("LoadAudio", "PDFGC_EncodeLips", "CreateVideo", "SaveVideo")
+    ]:
         del prompt[k]
     combine, gen = node_of(prompt, "PDFGC_CombineMotion"), node_of(prompt, "PDFGC_Generate")
     del prompt[combine]["inputs"]["mouth"]
@@ -213,8 +237,15 @@ def test_long_run_reports_progress_and_stops_on_interrupt(server):
     prompt[gen]["inputs"]["batch_size"] = 1
     tap(prompt, gen)
     pid = server.queue(prompt)
-    server.ws.wait_for(lambda m: m["type"] == "progress" and m["data"].get("prompt_id") == pid
-                       and m["data"].get("node") == gen and m["data"]["value"] >= 2, timeout=300)
+    server.ws.wait_for(
+        lambda m: (
+            m["type"] == "progress"
+            and m["data"].get("prompt_id") == pid
+            and m["data"].get("node") == gen
+            and m["data"]["value"] >= 2
+        ),
+        timeout=300,
+    )
     t0 = time.monotonic()
     server.interrupt(pid)
     entry = server.wait(pid, timeout=60)
@@ -226,20 +257,44 @@ def test_long_run_reports_progress_and_stops_on_interrupt(server):
     assert stopped < 30, f"took {stopped:.1f} s to stop"
 
 
-@pytest.mark.parametrize("change, node_class, error", [
-    (lambda p: p[node_of(p, "PDFGC_Generate")]["inputs"].update(batch_size=0), "PDFGC_Generate",
-     "value_smaller_than_min"),
-    (lambda p: p[node_of(p, "PDFGC_LoadModel")]["inputs"].update(precision="fp8"), "PDFGC_LoadModel",
-     "value_not_in_list"),
-    (lambda p: p[node_of(p, "PDFGC_EncodeLips")]["inputs"].update(max_seconds=-1.0), "PDFGC_EncodeLips",
-     "value_smaller_than_min"),
-    (lambda p: p[node_of(p, "PDFGC_Generate")]["inputs"].pop("appearance"), "PDFGC_Generate",
-     "required_input_missing"),
-    (lambda p: p[node_of(p, "PDFGC_Generate")]["inputs"].update(motion=[node_of(p, "PDFGC_EncodeAppearance"), 0]),
-     "PDFGC_Generate", "return_type_mismatch"),
-    (lambda p: p[node_of(p, "PDFGC_CombineMotion")]["inputs"].update(mouth=[node_of(p, "PDFGC_EncodeLips"), 1]),
-     "PDFGC_CombineMotion", "return_type_mismatch"),
-], ids=["batch_size=0", "precision", "max_seconds<0", "no appearance", "appearance as motion", "INT as factor"])
+@pytest.mark.parametrize(
+    "change, node_class, error",
+    [
+        (
+            lambda p: p[node_of(p, "PDFGC_Generate")]["inputs"].update(batch_size=0),
+            "PDFGC_Generate",
+            "value_smaller_than_min",
+        ),
+        (
+            lambda p: p[node_of(p, "PDFGC_LoadModel")]["inputs"].update(precision="fp8"),
+            "PDFGC_LoadModel",
+            "value_not_in_list",
+        ),
+        (
+            lambda p: p[node_of(p, "PDFGC_EncodeLips")]["inputs"].update(max_seconds=-1.0),
+            "PDFGC_EncodeLips",
+            "value_smaller_than_min",
+        ),
+        (
+            lambda p: p[node_of(p, "PDFGC_Generate")]["inputs"].pop("appearance"),
+            "PDFGC_Generate",
+            "required_input_missing",
+        ),
+        (
+            lambda p: p[node_of(p, "PDFGC_Generate")]["inputs"].update(
+                motion=[node_of(p, "PDFGC_EncodeAppearance"), 0]
+            ),
+            "PDFGC_Generate",
+            "return_type_mismatch",
+        ),
+        (
+            lambda p: p[node_of(p, "PDFGC_CombineMotion")]["inputs"].update(mouth=[node_of(p, "PDFGC_EncodeLips"), 1]),
+            "PDFGC_CombineMotion",
+            "return_type_mismatch",
+        ),
+    ],
+    ids=["batch_size=0", "precision", "max_seconds<0", "no appearance", "appearance as motion", "INT as factor"],
+)
 def test_bad_graphs_are_refused_by_validation(server, change, node_class, error):
     from comfy_harness import PromptRejected
 
@@ -287,11 +342,20 @@ def test_empty_image_batch_is_an_execution_error(server, node_class):
     server.put_tensor(torch.zeros(0, 224, 224, 3), "pdfgc_empty.pt")
     image_input = "images" if node_class == "PDFGC_EncodePose" else "image"
     prompt = {
-        "1": {"class_type": "PDFGC_LoadModel", "inputs": {"checkpoint": CKPT, "precision": "auto",
-                                                          "generator_impl": "fast"}},
+        "1": {
+            "class_type": "PDFGC_LoadModel",
+            "inputs": {"checkpoint": CKPT, "precision": "auto", "generator_impl": "fast"},
+        },
         "2": {"class_type": "PDFGCHarnessLoadTensor", "inputs": {"file": "pdfgc_empty.pt"}},
-        "3": {"class_type": node_class, "inputs": {"model": ["1", 0], image_input: ["2", 0], "crop": "official",
-                                                   **({"skip_first": 0, "fps": 25.0} if image_input == "images" else {})}},
+        "3": {
+            "class_type": node_class,
+            "inputs": {
+                "model": ["1", 0],
+                image_input: ["2", 0],
+                "crop": "official",
+                **({"skip_first": 0, "fps": 25.0} if image_input == "images" else {}),
+            },
+        },
     }
     tap(prompt, "3")
     err = run_to_error(server, prompt)
@@ -305,13 +369,19 @@ def test_factor_ops_and_factor_files_through_the_server(server):
     prompt = {
         "1": {"class_type": "PDFGC_LoadFactor", "inputs": {"file": "pdfgc_test_pose.safetensors", "kind": "pose"}},
         "2": {"class_type": "PDFGC_FactorStrength", "inputs": {"factor": ["1", 0], "strength": 0.5}},
-        "3": {"class_type": "PDFGC_SmoothFactor", "inputs": {"factor": ["2", 0], "method": "gaussian", "window": 5,
-                                                             "sigma": 1.5, "edge": "replicate"}},
+        "3": {
+            "class_type": "PDFGC_SmoothFactor",
+            "inputs": {"factor": ["2", 0], "method": "gaussian", "window": 5, "sigma": 1.5, "edge": "replicate"},
+        },
         "4": {"class_type": "PDFGC_FitLength", "inputs": {"factor": ["3", 0], "length": 9, "mode": "pingpong"}},
         "5": {"class_type": "PDFGC_SaveFactor", "inputs": {"factor": ["4", 0], "filename_prefix": "pdfgc_test/pose"}},
-        "6": {"class_type": "PDFGC_CombineMotion", "inputs": {**{k: v for k, v in bw.GRAPHS["lipsync_only"]["graph"]["6"]
-                                                                 ["inputs"].items() if k != "mouth"},
-                                                              "pose": ["4", 0]}},
+        "6": {
+            "class_type": "PDFGC_CombineMotion",
+            "inputs": {
+                **{k: v for k, v in bw.GRAPHS["lipsync_only"]["graph"]["6"]["inputs"].items() if k != "mouth"},
+                "pose": ["4", 0],
+            },
+        },
     }
     tap(prompt, "4")
     tap(prompt, "6")

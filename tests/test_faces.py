@@ -27,10 +27,27 @@ import pytest
 import torch
 
 from pdfgc_core.errors import CheckpointError, FaceNotFoundError, InputError
-from pdfgc_core.faces import (TEMPLATE, CropInfo, DlibDetector, Face, FaceAlignmentDetector, LandmarkDetector,
-                              align_faces, apply_affine, as_rgb_u8, compose_affine, face_mask, find_fan_weights,
-                              get_detector, invert_affine, paste_back, similarity_transform, video_transforms,
-                              view_to_crop, warp_crops)
+from pdfgc_core.faces import (
+    TEMPLATE,
+    CropInfo,
+    DlibDetector,
+    Face,
+    FaceAlignmentDetector,
+    LandmarkDetector,
+    align_faces,
+    apply_affine,
+    as_rgb_u8,
+    compose_affine,
+    face_mask,
+    find_fan_weights,
+    get_detector,
+    invert_affine,
+    paste_back,
+    similarity_transform,
+    video_transforms,
+    view_to_crop,
+    warp_crops,
+)
 from pdfgc_core.faces import landmarks as lm_mod
 
 cv2 = pytest.importorskip("cv2")
@@ -40,6 +57,7 @@ ANNE = REPO / "samples" / "anne.png"
 
 
 # ------------------------------------------------------------------------------ fixtures
+
 
 @pytest.fixture(scope="session")
 def dlib_det():
@@ -96,6 +114,7 @@ def template_error(det, crop) -> np.ndarray:
 
 
 # ------------------------------------------------------------------- landmarks, template
+
 
 def test_anne_is_already_aligned(dlib_det, anne):
     faces = dlib_det.detect(anne)
@@ -155,6 +174,7 @@ def test_video_transforms_follow_the_mouth_with_smoothing():
 
 # ----------------------------------------------------------------------------- round trip
 
+
 def test_large_picture_is_reduced_before_cropping(dlib_det, anne):
     big = cv2.resize(anne, (1120, 1120), interpolation=cv2.INTER_CUBIC)  # searched at 1024, crop scale 0.2
     crops_big, info = align_faces(big, dlib_det)
@@ -176,10 +196,15 @@ def test_round_trip_is_exact_for_integer_translation_and_2x(anne):
         assert np.abs(out[0] - frame / 255.0)[inside].max() < 1e-6
 
 
-@pytest.mark.parametrize("blur,view,mean_bound,max_bound", [
-    (0, "crop", 3.0, None), (0, "generator", 3.6, None),  # measured mean 2.46 / 3.08 (p99 16 / 19)
-    (2, "crop", None, 4.0), (2, "generator", None, 4.5),  # measured max 2.88 / 3.36
-])
+@pytest.mark.parametrize(
+    "blur,view,mean_bound,max_bound",
+    [
+        (0, "crop", 3.0, None),
+        (0, "generator", 3.6, None),  # measured mean 2.46 / 3.08 (p99 16 / 19)
+        (2, "crop", None, 4.0),
+        (2, "generator", None, 4.5),  # measured max 2.88 / 3.36
+    ],
+)
 def test_round_trip_reproduces_the_frame_inside_the_mask(dlib_det, astronaut, blur, view, mean_bound, max_bound):
     frame = cv2.GaussianBlur(astronaut, (0, 0), blur) if blur else astronaut
     crops, info = align_faces(frame, dlib_det)
@@ -273,6 +298,7 @@ def test_upscaled_generated_faces_land_in_the_same_place(dlib_det, anne):
 
 # ---------------------------------------------------------------------------------- video
 
+
 def test_video_with_missing_and_occluded_frames_has_no_jumps(dlib_det, astronaut):
     ref = dlib_det.detect(astronaut)
     assert len(ref) == 1  # the weak false face (score 0.12) is dropped
@@ -287,9 +313,9 @@ def test_video_with_missing_and_occluded_frames_has_no_jumps(dlib_det, astronaut
             (x0, y0), (x1, y1) = (c.min(0) - 40).astype(int), (c.max(0) + 40).astype(int)
             f[y0:y1, x0:x1] = 128
         if t == 9:  # eyes covered
-            f[int(c[0, 1]) - 8:int(c[0, 1]) + 8, int(c[0, 0]) - 20:int(c[1, 0]) + 20] = 0
+            f[int(c[0, 1]) - 8 : int(c[0, 1]) + 8, int(c[0, 0]) - 20 : int(c[1, 0]) + 20] = 0
         if t == 11:  # mouth covered
-            f[int(c[2, 1]) - 12:int(c[2, 1]) + 15, int(c[2, 0]) - 25:int(c[2, 0]) + 25] = 0
+            f[int(c[2, 1]) - 12 : int(c[2, 1]) + 15, int(c[2, 0]) - 25 : int(c[2, 0]) + 25] = 0
         frames.append(f)
         moves.append(m)
     crops, info = align_faces(np.stack(frames), dlib_det, mode="video", name="clip")
@@ -341,6 +367,7 @@ def test_video_follows_the_chosen_face():
 
 
 # ------------------------------------------------------------------------ input policies
+
 
 def test_no_face_anywhere_raises_face_not_found(dlib_det):
     blank = np.full((3, 120, 160, 3), 90, np.uint8)
@@ -402,17 +429,20 @@ def test_gray_rgba_float_inputs(dlib_det, anne):
     assert as_rgb_u8(np.full((40, 40), 0x1234, np.uint16)).max() == 0x12  # high byte, as OpenCV reads 16 bit
 
 
-@pytest.mark.parametrize("bad,match", [
-    (np.zeros((1, 1, 3), np.uint8), "1x1 pixels"),
-    (np.zeros((1, 1), np.float32), "1x1 pixels"),
-    (np.zeros((0, 64, 64, 3), np.uint8), "empty"),
-    (np.zeros((64, 64, 5), np.uint8), "C = 1..4"),
-    (np.zeros((2, 2, 64, 64, 3), np.uint8), "shape"),
-    (np.full((64, 64, 3), 200.0), "0..1.*divide"),
-    (np.full((64, 64, 3), np.nan, np.float32), "NaN"),
-    (np.zeros((64, 64, 3), np.int64), "pixel type"),
-    ([np.zeros((64, 64, 3), np.uint8), np.zeros((80, 64, 3), np.uint8)], "one size"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (np.zeros((1, 1, 3), np.uint8), "1x1 pixels"),
+        (np.zeros((1, 1), np.float32), "1x1 pixels"),
+        (np.zeros((0, 64, 64, 3), np.uint8), "empty"),
+        (np.zeros((64, 64, 5), np.uint8), "C = 1..4"),
+        (np.zeros((2, 2, 64, 64, 3), np.uint8), "shape"),
+        (np.full((64, 64, 3), 200.0), "0..1.*divide"),
+        (np.full((64, 64, 3), np.nan, np.float32), "NaN"),
+        (np.zeros((64, 64, 3), np.int64), "pixel type"),
+        ([np.zeros((64, 64, 3), np.uint8), np.zeros((80, 64, 3), np.uint8)], "one size"),
+    ],
+)
 def test_bad_pictures_raise_input_error(bad, match):
     with pytest.raises(InputError, match=match):
         align_faces(bad, "dlib", name="the picture")
@@ -439,6 +469,7 @@ def test_pre_aligned_is_the_official_resize(anne):
 
 # --------------------------------------------------------------------------------- CropInfo
 
+
 def test_crop_info_survives_json_and_pickle(dlib_det, anne):
     batch = np.stack([anne, np.full_like(anne, 90), anne])
     _, info = align_faces(batch, dlib_det, mode="video")
@@ -446,8 +477,13 @@ def test_crop_info_survives_json_and_pickle(dlib_det, anne):
     for a, b in ((info, back), (info, pickle.loads(pickle.dumps(info)))):
         np.testing.assert_array_equal(a.matrices, b.matrices)
         np.testing.assert_array_equal(a.points, b.points)  # NaN rows kept
-        assert (a.detected.tolist(), a.frame_size, a.mode, a.backend, a.notes) == \
-               (b.detected.tolist(), b.frame_size, b.mode, b.backend, b.notes)
+        assert (a.detected.tolist(), a.frame_size, a.mode, a.backend, a.notes) == (
+            b.detected.tolist(),
+            b.frame_size,
+            b.mode,
+            b.backend,
+            b.notes,
+        )
     part = info.select([2])
     assert len(part) == 1 and np.array_equal(part.matrices[0], info.matrices[2])
     assert "3 frame(s)" in repr(info)
@@ -460,6 +496,7 @@ def test_crop_info_survives_json_and_pickle(dlib_det, anne):
 
 
 # ------------------------------------------------------------------ face-alignment plumbing
+
 
 def test_fan_weights_are_looked_up_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -522,10 +559,19 @@ def test_fan_model_is_built_from_local_files(tmp_path, monkeypatch):
             self.w = torch.nn.Parameter(torch.zeros(2))
 
     class FaceAlignment:
-        def __init__(self, landmarks_type, network_size=4, device="cuda", face_detector="sfd",
-                     face_detector_kwargs=None, compile=True, **kw):
-            seen.update(type=landmarks_type, device=device, detector=face_detector,
-                        kwargs=face_detector_kwargs, compile=compile)
+        def __init__(
+            self,
+            landmarks_type,
+            network_size=4,
+            device="cuda",
+            face_detector="sfd",
+            face_detector_kwargs=None,
+            compile=True,
+            **kw,
+        ):
+            seen.update(
+                type=landmarks_type, device=device, detector=face_detector, kwargs=face_detector_kwargs, compile=compile
+            )
             self.net = self._load_native("2DFAN-4", network_size, device, torch.float32)
 
         def _load_native(self, *a):
@@ -540,20 +586,26 @@ def test_fan_model_is_built_from_local_files(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "face_alignment.models", fake_models)
     model = lm_mod._build_face_alignment(fan_file, tmp_path / "s3fd.pth", "cpu")
     assert torch.equal(model.net.w.detach(), torch.ones(2)) and not model.net.training
-    assert seen == {"size": 4, "type": 1, "device": "cpu", "detector": "sfd",
-                    "kwargs": {"path_to_detector": str(tmp_path / "s3fd.pth")}, "compile": False}
+    assert seen == {
+        "size": 4,
+        "type": 1,
+        "device": "cpu",
+        "detector": "sfd",
+        "kwargs": {"path_to_detector": str(tmp_path / "s3fd.pth")},
+        "compile": False,
+    }
     monkeypatch.setitem(sys.modules, "face_alignment", None)
     with pytest.raises(InputError, match="face-alignment package cannot be imported"):
         lm_mod._build_face_alignment(fan_file, tmp_path / "s3fd.pth", "cpu")
 
 
 def test_faces_package_imports_without_detectors():
-    code = ("import sys, pdfgc_core.faces; "
-            "assert not {'dlib', 'face_alignment'} & set(sys.modules)")
+    code = "import sys, pdfgc_core.faces; assert not {'dlib', 'face_alignment'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
 # ------------------------------------------------------------------------------------ nodes
+
 
 @pytest.fixture(scope="module")
 def nodes_faces():
@@ -587,15 +639,17 @@ def test_align_and_paste_nodes_on_comfy_tensors(nodes_faces, dlib_det, astronaut
     assert isinstance(info, CropInfo) and info.frame_size == (512, 512)
     ref, _ = align_faces(astronaut, dlib_det)
     assert torch.equal(crops, torch.from_numpy(ref).float() / 255)
-    gen = torch.nn.functional.interpolate(crops[:, 0:192, 16:208].permute(0, 3, 1, 2), size=(224, 224),
-                                          mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    gen = torch.nn.functional.interpolate(
+        crops[:, 0:192, 16:208].permute(0, 3, 1, 2), size=(224, 224), mode="bilinear", align_corners=False
+    ).permute(0, 2, 3, 1)
     out, mask = nodes_faces.PDFGC_PasteBack().paste(image.repeat(1, 1, 1, 1), gen.repeat(4, 1, 1, 1), info, 16.0)
     assert out.shape == (4, 512, 512, 3) and mask.shape == (4, 512, 512)
     assert out.dtype == torch.float32 and mask.dtype == torch.float32
     inside = mask[0] > 0
     assert (out[0] - image[0]).abs().amax(-1)[inside].mean() < 4 / 255
-    crops2, info2 = nodes_faces.PDFGC_AlignFaces().align(crops, "pre-aligned", "video", -1,
-                                                         min_eye_distance=20.0, border="replicate")
+    crops2, info2 = nodes_faces.PDFGC_AlignFaces().align(
+        crops, "pre-aligned", "video", -1, min_eye_distance=20.0, border="replicate"
+    )
     assert torch.equal(crops2, crops) and info2.mode == "pre-aligned"
 
 
@@ -619,8 +673,12 @@ def test_nodes_use_comfy_services_when_present(nodes_faces, monkeypatch, tmp_pat
     folder_paths = types.ModuleType("folder_paths")
     folder_paths.models_dir = str(tmp_path)
     folder_paths.get_folder_paths = lambda name: [str(tmp_path / "pdfgc")] if name == "pdfgc" else 1 / 0
-    for name, mod in (("comfy", comfy), ("comfy.model_management", mm), ("comfy.utils", utils),
-                      ("folder_paths", folder_paths)):
+    for name, mod in (
+        ("comfy", comfy),
+        ("comfy.model_management", mm),
+        ("comfy.utils", utils),
+        ("folder_paths", folder_paths),
+    ):
         monkeypatch.setitem(sys.modules, name, mod)
     assert nodes_faces._fan_weight_dirs() == [str(tmp_path / "pdfgc"), str(tmp_path / "face_alignment")]
     assert nodes_faces._torch_device() == "cpu"

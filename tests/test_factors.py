@@ -9,15 +9,41 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import fixture_files, parity_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import fixture_files, parity_dir
 from pdfgc_core.errors import InputError, MediaError
 from pdfgc_core.factors import (
-    EYE_BLINK_DIMS, EYE_GAZE_DIMS, FACTOR_DIMS, MOTION_DIM, MOTION_ORDER, Factor, PostProcess, Smoothing, add,
-    assemble_motion, concat, fit_indices, fit_length, gaussian_kernel, hold, load_factor, merge_eye, mix,
-    motion_slices, offset, ramp, retime, save_factor, scale, skip_first, smooth, split_eye, zero)
+    EYE_BLINK_DIMS,
+    EYE_GAZE_DIMS,
+    FACTOR_DIMS,
+    MOTION_DIM,
+    MOTION_ORDER,
+    Factor,
+    PostProcess,
+    Smoothing,
+    add,
+    assemble_motion,
+    concat,
+    fit_indices,
+    fit_length,
+    gaussian_kernel,
+    hold,
+    load_factor,
+    merge_eye,
+    mix,
+    motion_slices,
+    offset,
+    ramp,
+    retime,
+    save_factor,
+    scale,
+    skip_first,
+    smooth,
+    split_eye,
+    zero,
+)
 
 FIXTURES = fixture_files()
 fixture_param = pytest.mark.parametrize("fixture", FIXTURES, ids=[p.stem for p in FIXTURES])
@@ -71,10 +97,13 @@ def test_assemble_motion_matches_official(fixture):
     d = np.load(fixture, allow_pickle=False)
     ctl = controls_of(d)
     n = int(d["num_frames"])
-    raw = {"mouth": d["mouth_embed_raw"], "expression": d["emo_embed_raw"], "eye": d["eye_embed_raw"],
-           "pose": d["pose_embed_raw"]}
-    on = {"mouth": ctl["mouth"], "expression": ctl["emo"], "eye": ctl["blink"] or ctl["gaze"],
-          "pose": ctl["headpose"]}
+    raw = {
+        "mouth": d["mouth_embed_raw"],
+        "expression": d["emo_embed_raw"],
+        "eye": d["eye_embed_raw"],
+        "pose": d["pose_embed_raw"],
+    }
+    on = {"mouth": ctl["mouth"], "expression": ctl["emo"], "eye": ctl["blink"] or ctl["gaze"], "pose": ctl["headpose"]}
     factors = {k: Factor(k, raw[k]) if on[k] else None for k in MOTION_ORDER}
     out = assemble_motion(n, **factors, blink=ctl["blink"], gaze=ctl["gaze"])
     ref = torch.from_numpy(d["gen_input_motion"])
@@ -139,11 +168,13 @@ def test_loop_fit_of_uncycled_drivers_matches_official(fixture):
     ctl = controls_of(d)
     assert all(ctl.values())
     n = int(d["num_frames"])
-    length = {k: len(d[f"inputs__drive_{src}_files"]) - 2
-              for k, src in (("pose", "pose"), ("expression", "exp"), ("eye", "eye"))}
+    length = {
+        k: len(d[f"inputs__drive_{src}_files"]) - 2
+        for k, src in (("pose", "pose"), ("expression", "exp"), ("eye", "eye"))
+    }
     raw = {"pose": d["pose_embed_raw"], "expression": d["emo_embed_raw"], "eye": d["eye_embed_raw"]}
     assert min(length.values()) < n, "this fixture is meant to exercise cycling"
-    drivers = {k: Factor(k, raw[k][:min(length[k], n)]) for k in raw}
+    drivers = {k: Factor(k, raw[k][: min(length[k], n)]) for k in raw}
     out = assemble_motion(n, Factor("mouth", d["mouth_embed_raw"]), **drivers)
     ref = torch.from_numpy(d["gen_input_motion"])
     assert maxdiff(out, ref) < 1e-5
@@ -204,9 +235,9 @@ def test_official_gaussian_kernel():
 @pytest.mark.parametrize("t", [1, 2, 3, 4, 50])
 def test_official_box_equals_per_frame_mean(t):
     x = rand_factor("pose", t, seed=t).values
-    ref = torch.stack([x[max(0, i - 1):i + 2].mean(0) for i in range(t)])
+    ref = torch.stack([x[max(0, i - 1) : i + 2].mean(0) for i in range(t)])
     assert torch.equal(Smoothing.box(3).apply(x), ref)
-    ref5 = torch.stack([x[max(0, i - 2):i + 3].mean(0) for i in range(t)])
+    ref5 = torch.stack([x[max(0, i - 2) : i + 3].mean(0) for i in range(t)])
     assert torch.allclose(Smoothing.box(5).apply(x), ref5, atol=1e-6)
 
 
@@ -220,8 +251,12 @@ def test_gaussian_edges(t):
         assert official[-1, 0].item() == pytest.approx(2.0 * float(k[0] + k[1]))
     if t > 2:
         assert official[1:-1].sub(2.0).abs().max() < 1e-6
-    for s in (Smoothing.gaussian(edge="replicate"), Smoothing.box(edge="replicate"), Smoothing.box(),
-              Smoothing.gaussian(5, 2.0, edge="replicate")):
+    for s in (
+        Smoothing.gaussian(edge="replicate"),
+        Smoothing.box(edge="replicate"),
+        Smoothing.box(),
+        Smoothing.gaussian(5, 2.0, edge="replicate"),
+    ):
         assert torch.allclose(s.apply(x), x, atol=1e-6), s
 
 
@@ -229,14 +264,18 @@ def test_gaussian_matches_naive_zero_padded_sum():
     x = rand_factor("pose", 9).values
     k = gaussian_kernel(5, 1.5).double()
     xp = torch.cat([torch.zeros(2, 6), x, torch.zeros(2, 6)]).double()
-    ref = sum(k[j] * xp[j:j + 9] for j in range(5))
+    ref = sum(k[j] * xp[j : j + 9] for j in range(5))
     assert torch.allclose(Smoothing.gaussian(5, 1.5).apply(x).double(), ref, atol=1e-6)
 
 
 def test_smoothing_validation():
     assert torch.equal(Smoothing.gaussian(1).apply(torch.ones(3, 2)), torch.ones(3, 2))
-    for kw, match in [(dict(method="median"), "median"), (dict(method="box", window=4), "odd"),
-                      (dict(method="gaussian", sigma=0), "sigma"), (dict(method="box", edge="wrap"), "wrap")]:
+    for kw, match in [
+        (dict(method="median"), "median"),
+        (dict(method="box", window=4), "odd"),
+        (dict(method="gaussian", sigma=0), "sigma"),
+        (dict(method="box", edge="wrap"), "wrap"),
+    ]:
         with pytest.raises(InputError, match=match):
             Smoothing(**kw)
 
@@ -301,7 +340,7 @@ def test_fit_index_properties(t, n):
     assert loop.tolist() == [i % t for i in range(n)]
     pp = fit_indices(t, n, "pingpong")
     assert pp.min() >= 0 and pp.max() < t
-    assert pp[:min(t, n)].tolist() == list(range(min(t, n)))
+    assert pp[: min(t, n)].tolist() == list(range(min(t, n)))
     if t > 1:
         assert (pp[1:] - pp[:-1]).abs().eq(1).all()
     assert fit_indices(t, n, "hold").tolist() == [min(i, t - 1) for i in range(n)]
@@ -414,10 +453,8 @@ def test_split_merge_eye():
         split_eye(rand_factor("pose", 3))
     # split + assemble_motion masks agree with the official flags
     post = PostProcess.none()
-    assert torch.equal(assemble_motion(7, eye=blink, post=post),
-                       assemble_motion(7, eye=eye, post=post, gaze=False))
-    assert torch.equal(assemble_motion(7, eye=gaze, post=post),
-                       assemble_motion(7, eye=eye, post=post, blink=False))
+    assert torch.equal(assemble_motion(7, eye=blink, post=post), assemble_motion(7, eye=eye, post=post, gaze=False))
+    assert torch.equal(assemble_motion(7, eye=gaze, post=post), assemble_motion(7, eye=eye, post=post, blink=False))
 
 
 def test_smooth_hold_offset_concat():
@@ -451,7 +488,7 @@ def test_assemble_layout_and_errors():
     pose = rand_factor("pose", 2)
     out = assemble_motion(5, pose=pose, fit="hold", post=PostProcess.none())
     assert torch.equal(out[:, sl["pose"]], fit_length(pose, 5, "hold").values)
-    assert out[:, :sl["pose"].start].abs().sum() == 0
+    assert out[:, : sl["pose"].start].abs().sum() == 0
     eye = rand_factor("eye", 4)
     assert assemble_motion(4, eye=eye, blink=False, gaze=False).abs().sum() == 0
     with pytest.raises(InputError, match="the eye input must be an eye factor, got a pose factor"):
@@ -459,7 +496,7 @@ def test_assemble_layout_and_errors():
     with pytest.raises(InputError, match="output length"):
         assemble_motion(0)
     with pytest.raises(InputError, match="PostProcess"):
-        assemble_motion(3, post=None)
+        assemble_motion(3, post="official")
 
 
 # --------------------------------------------------------------------------- persistence
@@ -491,7 +528,7 @@ def test_load_rejects_bad_files(tmp_path):
 
     good = save_factor(rand_factor("eye", 3), tmp_path / "good.safetensors")
     data = good.read_bytes()
-    (tmp_path / "trunc.safetensors").write_bytes(data[:len(data) - 10])
+    (tmp_path / "trunc.safetensors").write_bytes(data[: len(data) - 10])
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 3)
     for name in ("trunc", "junk"):
         with pytest.raises(MediaError, match="not a readable .safetensors"):
@@ -511,18 +548,36 @@ def test_load_rejects_bad_files(tmp_path):
 
     cases = {
         "nometa": ({"values": torch.zeros(2, 6)}, None, "not a PD-FGC factor file"),
-        "newer": ({"values": torch.zeros(2, 6)},
-                  {"format": "pdfgc-factor", "format_version": "2", "kind": "eye", "fps": "25.0"}, "newer"),
-        "kind": ({"values": torch.zeros(2, 6)},
-                 {"format": "pdfgc-factor", "format_version": "1", "kind": "lips", "fps": "25.0"}, "lips"),
-        "shape": ({"values": torch.zeros(2, 7)},
-                  {"format": "pdfgc-factor", "format_version": "1", "kind": "eye", "fps": "25.0"}, r"shape \(2, 7\)"),
-        "nan": ({"values": torch.full((2, 6), math.nan)},
-                {"format": "pdfgc-factor", "format_version": "1", "kind": "eye", "fps": "25.0"}, "eye factor contains"),
-        "nokey": ({"other": torch.zeros(2, 6)},
-                  {"format": "pdfgc-factor", "format_version": "1", "kind": "eye", "fps": "25.0"}, "no 'values'"),
-        "fps": ({"values": torch.zeros(2, 6)},
-                {"format": "pdfgc-factor", "format_version": "1", "kind": "eye", "fps": "fast"}, "fps"),
+        "newer": (
+            {"values": torch.zeros(2, 6)},
+            {"format": "pdfgc-factor", "format_version": "2", "kind": "eye", "fps": "25.0"},
+            "newer",
+        ),
+        "kind": (
+            {"values": torch.zeros(2, 6)},
+            {"format": "pdfgc-factor", "format_version": "1", "kind": "lips", "fps": "25.0"},
+            "lips",
+        ),
+        "shape": (
+            {"values": torch.zeros(2, 7)},
+            {"format": "pdfgc-factor", "format_version": "1", "kind": "eye", "fps": "25.0"},
+            r"shape \(2, 7\)",
+        ),
+        "nan": (
+            {"values": torch.full((2, 6), math.nan)},
+            {"format": "pdfgc-factor", "format_version": "1", "kind": "eye", "fps": "25.0"},
+            "eye factor contains",
+        ),
+        "nokey": (
+            {"other": torch.zeros(2, 6)},
+            {"format": "pdfgc-factor", "format_version": "1", "kind": "eye", "fps": "25.0"},
+            "no 'values'",
+        ),
+        "fps": (
+            {"values": torch.zeros(2, 6)},
+            {"format": "pdfgc-factor", "format_version": "1", "kind": "eye", "fps": "fast"},
+            "fps",
+        ),
     }
     for name, (tensors, meta, match) in cases.items():
         path = tmp_path / f"{name}.safetensors"

@@ -91,5 +91,7 @@ def test_example_workflow_loads_and_is_accepted(browser, comfy_server, path):
     if path is None:
         pytest.skip(f"no example workflows in {REPO / 'example_workflows'} yet")
     workflow = json.loads(path.read_text())
-    assert is_ui_workflow(workflow), f"{path.name} is not a UI-format workflow (nodes + links), as saved by the frontend"
+    assert is_ui_workflow(workflow), (
+        f"{path.name} is not a UI-format workflow (nodes + links), as saved by the frontend"
+    )
     assert_loads_and_is_accepted(browser, comfy_server, workflow, path.name)

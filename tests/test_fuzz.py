@@ -19,15 +19,28 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from pdfgc_core import PDFGCError
 from pdfgc_core import audio as A
-from pdfgc_core.checkpoints import FORMAT_NAME, FORMAT_VERSION, OFFICIAL_FILES, _clean, _model_keys, build_network, \
-    load_models
+from pdfgc_core.checkpoints import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    OFFICIAL_FILES,
+    _clean,
+    _model_keys,
+    build_network,
+    load_models,
+)
 
-FUZZ = settings(max_examples=40, deadline=timedelta(seconds=20), derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=40,
+    deadline=timedelta(seconds=20),
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 # --------------------------------------------------------------------------- mutations
@@ -51,7 +64,7 @@ def mutated(draw, base: bytes, hot: int = 256):
         elif op == "insert":
             data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
         else:
-            del data[pos:pos + draw(st.integers(1, 8))]
+            del data[pos : pos + draw(st.integers(1, 8))]
     if draw(st.booleans()):
         data = data[: draw(st.integers(0, len(data)))]
     return bytes(data)
@@ -75,15 +88,20 @@ def only_our_errors(fn, *args, **kw):
 
 def _small_state() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return {"mouth_embed.1.bias": torch.randn(500, generator=g), "model.bn1.running_var": torch.rand(32, generator=g),
-            "model.bn1.num_batches_tracked": torch.tensor(3)}
+    return {
+        "mouth_embed.1.bias": torch.randn(500, generator=g),
+        "model.bn1.running_var": torch.rand(32, generator=g),
+        "model.bn1.num_batches_tracked": torch.tensor(3),
+    }
 
 
 def _small_safetensors() -> bytes:
     from safetensors.torch import save
 
-    return save({f"audio.{k}": v for k, v in _small_state().items()},
-                metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "dtype": "float32"})
+    return save(
+        {f"audio.{k}": v for k, v in _small_state().items()},
+        metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "dtype": "float32"},
+    )
 
 
 def _small_pth() -> bytes:
@@ -128,9 +146,17 @@ def test_fuzz_pth_reader(ckpt_dir, data):
     only_our_errors(load_models, ckpt_dir)
 
 
-_ODD_DTYPES = [torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.uint8, torch.int64, torch.bool,
-               torch.complex64, torch.complex128] + [d for d in (getattr(torch, "float8_e4m3fn", None),
-                                                                getattr(torch, "float8_e5m2", None)) if d is not None]
+_ODD_DTYPES = [
+    torch.float16,
+    torch.bfloat16,
+    torch.float64,
+    torch.int8,
+    torch.uint8,
+    torch.int64,
+    torch.bool,
+    torch.complex64,
+    torch.complex128,
+] + [d for d in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None)) if d is not None]
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +166,12 @@ def audio_keys():
 
 
 @FUZZ
-@given(key_index=st.integers(0, 10_000), dtype=st.sampled_from(_ODD_DTYPES),
-       fill=st.sampled_from([0.0, 1.0, -3e38, float("nan"), float("inf")]), reshape=st.booleans())
+@given(
+    key_index=st.integers(0, 10_000),
+    dtype=st.sampled_from(_ODD_DTYPES),
+    fill=st.sampled_from([0.0, 1.0, -3e38, float("nan"), float("inf")]),
+    reshape=st.booleans(),
+)
 def test_fuzz_validation_of_odd_tensors(audio_keys, key_index, dtype, fill, reshape):
     """A complete audio state dict with one tensor of another dtype / value / shape: validated or
     refused with CheckpointError, never a torch error."""
@@ -202,13 +232,22 @@ def test_fuzz_mutated_wav(audio_dir, data, suffix):
 @st.composite
 def wav_headers(draw):
     """Mostly sane 16-bit PCM headers with one field (sometimes all) replaced by an odd value."""
-    fields = {"channels": draw(st.integers(1, 2)), "sr": draw(st.sampled_from([8000, 16000, 44100, 48000])),
-              "bits": 16, "fmt": 1, "size": draw(st.integers(0, 4000))}
-    odd = {"channels": st.integers(0, 65535), "sr": st.integers(0, 2**32 - 1),
-           "bits": st.sampled_from([0, 7, 8, 24, 32, 64]), "fmt": st.sampled_from([3, 6, 7, 0xFFFE, 0, 99]),
-           "size": st.integers(0, 2**32 - 1)}
+    fields = {
+        "channels": draw(st.integers(1, 2)),
+        "sr": draw(st.sampled_from([8000, 16000, 44100, 48000])),
+        "bits": 16,
+        "fmt": 1,
+        "size": draw(st.integers(0, 4000)),
+    }
+    odd = {
+        "channels": st.integers(0, 65535),
+        "sr": st.integers(0, 2**32 - 1),
+        "bits": st.sampled_from([0, 7, 8, 24, 32, 64]),
+        "fmt": st.sampled_from([3, 6, 7, 0xFFFE, 0, 99]),
+        "size": st.integers(0, 2**32 - 1),
+    }
     which = draw(st.sampled_from([None, "all", *odd]))
-    for name in (odd if which == "all" else [which] if which else []):
+    for name in odd if which == "all" else [which] if which else []:
         fields[name] = draw(odd[name])
     return fields
 
@@ -232,23 +271,42 @@ def test_fuzz_random_audio_bytes(audio_dir, data, suffix):
 # --------------------------------------------------------------------------- waveform arrays
 
 
-_NP_DTYPES = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
-              np.bool_, np.complex64]
+_NP_DTYPES = [
+    np.float16,
+    np.float32,
+    np.float64,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.bool_,
+    np.complex64,
+]
 
 
 @st.composite
 def waveforms(draw):
     """(wave, sample_rate, fps): a usable waveform most of the time, with one property (sometimes
     several) made odd: dtype, layout, length, values, sample rate, frame rate, torch dtype."""
-    odd = set(draw(st.lists(st.sampled_from(["dtype", "layout", "length", "values", "sr", "fps", "torch"]),
-                            max_size=3, unique=True)))
+    odd = set(
+        draw(
+            st.lists(
+                st.sampled_from(["dtype", "layout", "length", "values", "sr", "fps", "torch"]), max_size=3, unique=True
+            )
+        )
+    )
     dtype = draw(st.sampled_from(_NP_DTYPES)) if "dtype" in odd else np.float32
     layout = draw(st.sampled_from(["nc", "4d", "0d", "1cn"])) if "layout" in odd else draw(st.sampled_from(["n", "cn"]))
     n = draw(st.integers(0, 2000)) if "length" in odd else draw(st.integers(2000, 6000))
     c = draw(st.integers(0, 3) if layout != "nc" else st.integers(1, 3))
     shape = {"n": (n,), "cn": (c, n), "1cn": (1, c, n), "nc": (n, c), "4d": (1, 1, c, n), "0d": ()}[layout]
-    kind = draw(st.sampled_from(["silence", "huge", "nan", "inf", "tiny", "dc", "extreme"])) if "values" in odd \
+    kind = (
+        draw(st.sampled_from(["silence", "huge", "nan", "inf", "tiny", "dc", "extreme"]))
+        if "values" in odd
         else "noise"
+    )
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = np.array(rng.standard_normal(shape) * 0.3, dtype=np.float64)
     if kind == "silence":
@@ -270,10 +328,14 @@ def waveforms(draw):
     with np.errstate(invalid="ignore", over="ignore"):
         x = x.astype(dtype)
     if "torch" in odd and dtype not in (np.uint16, np.complex64):
-        x = torch.from_numpy(np.ascontiguousarray(x)).to(draw(st.sampled_from([torch.float32, torch.bfloat16,
-                                                                               torch.float16, torch.float64])))
-    sr = draw(st.sampled_from([1000, 999, 0, -16000, 16000.5, 2**40, 11025, "16000", None])) if "sr" in odd \
+        x = torch.from_numpy(np.ascontiguousarray(x)).to(
+            draw(st.sampled_from([torch.float32, torch.bfloat16, torch.float16, torch.float64]))
+        )
+    sr = (
+        draw(st.sampled_from([1000, 999, 0, -16000, 16000.5, 2**40, 11025, "16000", None]))
+        if "sr" in odd
         else draw(st.sampled_from([16000, 8000, 48000, 44100, 22050]))
+    )
     fps = draw(st.sampled_from([30, 12.5, 100, 0, -1, float("nan"), 101, 1e-9, "25"])) if "fps" in odd else 25
     return x, sr, fps
 

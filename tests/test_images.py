@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import SAMPLES
+
 from pdfgc_core import images as I
 from pdfgc_core.errors import InputError, MediaError
 
@@ -44,6 +44,7 @@ def rng_image(h, w, seed=0):
 
 # ------------------------------------------------------------------------------------ parity
 
+
 def test_appearance_exact(parity, parity_inputs):
     raw = I.read_image(appearance_path(parity))
     crop = I.official_crop(raw)
@@ -65,7 +66,7 @@ def test_driving_frames_exact(parity, parity_inputs, kind):
     folder = driver_dir(parity, kind)
     names = sorted(os.listdir(folder))
     ref_names = [str(n) for n in parity_inputs[f"drive_{kind}_files"]]
-    assert names == ref_names[:len(names)]
+    assert names == ref_names[: len(names)]
     n = min(14, len(names))
     raw = np.stack([I.read_image(folder / f) for f in names[:n]])
     crops = np.stack([I.official_crop(r) for r in raw])
@@ -88,6 +89,7 @@ def test_to_network_formula_and_layout(parity_inputs):
 
 
 # ------------------------------------------------------------------------------- crop / resize
+
 
 @pytest.mark.parametrize("hw", [(300, 250), (224, 224), (100, 480)])
 def test_official_crop_matches_opencv_recipe(hw):
@@ -123,6 +125,7 @@ def test_uint16_rule():
 
 
 # ----------------------------------------------------------------------------------- reading
+
 
 def test_read_image_16bit_gray_alpha_unicode(tmp_path):
     v = np.arange(65536, dtype=np.uint16).reshape(256, 256)
@@ -164,6 +167,7 @@ def test_read_image_errors(tmp_path):
 
 # ---------------------------------------------------------------------------------- ComfyUI
 
+
 def test_comfy_u8_round_trip():
     u = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
     c = I.u8_to_comfy(u)
@@ -188,13 +192,16 @@ def test_comfy_channels():
         I.comfy_to_u8(torch.rand(1, 8, 8, 2))
 
 
-@pytest.mark.parametrize("bad,msg", [
-    (torch.zeros(0, 8, 8, 3), "empty"),
-    (torch.zeros(8, 8), "expected"),
-    (torch.full((1, 4, 4, 3), float("nan")), "NaN"),
-    (torch.full((1, 4, 4, 3), float("inf")), "NaN or infinite"),
-    (torch.zeros(1, 4, 4, 3, dtype=torch.uint8), "dtype"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        (torch.zeros(0, 8, 8, 3), "empty"),
+        (torch.zeros(8, 8), "expected"),
+        (torch.full((1, 4, 4, 3), float("nan")), "NaN"),
+        (torch.full((1, 4, 4, 3), float("inf")), "NaN or infinite"),
+        (torch.zeros(1, 4, 4, 3, dtype=torch.uint8), "dtype"),
+    ],
+)
 def test_comfy_to_u8_errors(bad, msg):
     with pytest.raises(InputError, match=msg):
         I.comfy_to_u8(bad)

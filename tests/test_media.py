@@ -37,8 +37,11 @@ SR = 16000
 def gradient_frames(n, h=48, w=64):
     """Smooth moving gradients, uint8 [n,h,w,3] (what a face video looks like to x264)."""
     yy, xx = np.mgrid[0:h, 0:w]
-    return np.stack([np.stack([xx * 3 + i, yy * 4 + 2 * i, np.full_like(xx, 100 + i)], -1)
-                     for i in range(n)]).clip(0, 255).astype(np.uint8)
+    return (
+        np.stack([np.stack([xx * 3 + i, yy * 4 + 2 * i, np.full_like(xx, 100 + i)], -1) for i in range(n)])
+        .clip(0, 255)
+        .astype(np.uint8)
+    )
 
 
 def tone(seconds, freq=440.0, amp=0.3):
@@ -48,16 +51,20 @@ def tone(seconds, freq=440.0, amp=0.3):
 
 def decode_audio(path):
     """Mono float32 at 16 kHz of the first audio stream of ``path``."""
-    r = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(SR),
-                        "-f", "f32le", "-"], capture_output=True, check=True)
+    r = subprocess.run(
+        [FFMPEG, "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(SR), "-f", "f32le", "-"],
+        capture_output=True,
+        check=True,
+    )
     return np.frombuffer(r.stdout, np.float32)
 
 
 def encode_reference_video(path, frames, fps=25):
     """Encode with imageio-ffmpeg's own writer, independent of Mp4Writer."""
     h, w = frames.shape[1:3]
-    gen = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, macro_block_size=1,
-                                      output_params=["-preset", "ultrafast", "-crf", "18"])
+    gen = imageio_ffmpeg.write_frames(
+        str(path), (w, h), fps=fps, macro_block_size=1, output_params=["-preset", "ultrafast", "-crf", "18"]
+    )
     gen.send(None)
     for f in frames:
         gen.send(np.ascontiguousarray(f))
@@ -84,8 +91,14 @@ def test_mp4_with_audio_round_trip(tmp_path):
 
     info = probe(out)
     assert isinstance(info, MediaInfo)
-    assert (info.kind, info.num_frames, info.fps, info.width, info.height, info.has_audio) == \
-        ("video", 30, 25.0, 64, 48, True)
+    assert (info.kind, info.num_frames, info.fps, info.width, info.height, info.has_audio) == (
+        "video",
+        30,
+        25.0,
+        64,
+        48,
+        True,
+    )
     assert info.duration == pytest.approx(1.2, abs=0.04)
 
     back = read_frames(out)
@@ -107,12 +120,12 @@ def test_audio_is_padded_or_cut_to_the_video(tmp_path, seconds):
         w.write(gradient_frames(30, 16, 16))
     audio = decode_audio(out)
     assert abs(len(audio) / SR - 1.2) < 0.03
-    rms = lambda x: float(np.sqrt(np.mean(x ** 2)))  # noqa: E731
+    rms = lambda x: float(np.sqrt(np.mean(x**2)))  # noqa: E731
     assert rms(audio[: SR // 4]) > 0.1
     if seconds < 1.2:
-        assert rms(audio[int(0.7 * SR):]) < 1e-3  # silence after the tone ended at 0.5 s
+        assert rms(audio[int(0.7 * SR) :]) < 1e-3  # silence after the tone ended at 0.5 s
     else:
-        assert rms(audio[int(0.9 * SR):int(1.1 * SR)]) > 0.1
+        assert rms(audio[int(0.9 * SR) : int(1.1 * SR)]) > 0.1
 
 
 def test_audio_file_and_offset(tmp_path):
@@ -122,7 +135,7 @@ def test_audio_file_and_offset(tmp_path):
     for path, offset in ((plain, 0.0), (shifted, 0.4)):
         with Mp4Writer(path, 25, wav, audio_offset=offset) as w:
             w.write(gradient_frames(25, 16, 16))
-    rms = lambda x: float(np.sqrt(np.mean(x ** 2)))  # noqa: E731
+    rms = lambda x: float(np.sqrt(np.mean(x**2)))  # noqa: E731
     a, b = decode_audio(plain), decode_audio(shifted)
     assert rms(a[: int(0.3 * SR)]) < 1e-3 < 0.1 < rms(b[: int(0.3 * SR)])
     assert abs(len(b) / SR - 1.0) < 0.03
@@ -296,8 +309,14 @@ def test_frame_files_decode_like_cv2_imread_color(tmp_path):
     np.testing.assert_array_equal(got[2], (deep >> 8).astype(np.uint8))  # high byte
     np.testing.assert_array_equal(got[3], np.repeat((gray16 >> 8).astype(np.uint8)[..., None], 3, -1))
     info = probe(tmp_path)
-    assert (info.kind, info.num_frames, info.fps, info.width, info.height, info.has_audio) == \
-        ("frames", 4, None, 10, 12, False)
+    assert (info.kind, info.num_frames, info.fps, info.width, info.height, info.has_audio) == (
+        "frames",
+        4,
+        None,
+        10,
+        12,
+        False,
+    )
 
 
 def test_single_image_and_png_writer_round_trip(tmp_path):
@@ -363,8 +382,21 @@ def test_corrupt_or_soundless_video(tmp_path):
     with pytest.raises(MediaError, match="bad.mp4"):
         probe(bad)
     audio_only = tmp_path / "voice.mkv"
-    subprocess.run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=0.5",
-                    "-c:a", "flac", str(audio_only)], check=True)
+    subprocess.run(
+        [
+            FFMPEG,
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=0.5",
+            "-c:a",
+            "flac",
+            str(audio_only),
+        ],
+        check=True,
+    )
     with pytest.raises(MediaError, match="no decodable video stream"):
         read_frames(audio_only)
     with pytest.raises(MediaError, match="does not exist"):

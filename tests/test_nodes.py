@@ -19,48 +19,72 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 
 import nodes  # noqa: E402  (the pack's nodes package, imported as a top-level package)
-from nodes import _common, encode, factor_io, factors as factor_nodes, generate, models as model_nodes  # noqa: E402
-from pdfgc_core import audio as core_audio, factors as F, images, media, render  # noqa: E402
+from nodes import _common, encode, factor_io, generate  # noqa: E402
+from nodes import factors as factor_nodes
+from nodes import models as model_nodes
+from pdfgc_core import audio as core_audio  # noqa: E402
+from pdfgc_core import factors as F
+from pdfgc_core import images, media, render
 from pdfgc_core.checkpoints import INSTALL_HINT, load_models  # noqa: E402
 from pdfgc_core.errors import CheckpointError, InputError, MediaError  # noqa: E402
 from pdfgc_core.pipeline import Appearance, Engine  # noqa: E402
 
-OUR_NODES = {k: v for k, v in nodes.NODE_CLASS_MAPPINGS.items()
-             if v.__module__.split(".")[-1] in ("models", "encode", "factors", "generate", "factor_io")}
+OUR_NODES = {
+    k: v
+    for k, v in nodes.NODE_CLASS_MAPPINGS.items()
+    if v.__module__.split(".")[-1] in ("models", "encode", "factors", "generate", "factor_io")
+}
 
 # The public interface: node -> (required inputs in order, optional inputs in order, output names).
 # Saved workflows store widget values by position and links by name; changing this is a breaking
 # change for users (see nodes/NODES.md). Add new inputs only at the end of "optional".
 INTERFACE = {
-    "PDFGC_CombineMotion": (['length', 'fit', 'match_fps', 'post_process', 'mouth_gain', 'expression_gain',
-                             'eye_gain', 'pose_gain', 'blink', 'gaze'], ['mouth', 'expression', 'eye', 'pose'],
-                            ['motion', 'frame_count']),
-    "PDFGC_EncodeAppearance": (['model', 'image', 'crop'], [], ['appearance']),
-    "PDFGC_EncodeExpression": (['model', 'images', 'crop', 'skip_first', 'fps'], [], ['expression']),
-    "PDFGC_EncodeEyes": (['model', 'images', 'crop', 'skip_first', 'fps'], [], ['eye']),
-    "PDFGC_EncodeLips": (['model', 'audio', 'fps', 'quality', 'max_seconds'], [], ['mouth', 'frame_count', 'fps',
-                                                                                  'audio']),
-    "PDFGC_EncodeMotion": (['model', 'images', 'crop', 'skip_first', 'fps'], [], ['pose', 'eye', 'expression']),
-    "PDFGC_EncodePose": (['model', 'images', 'crop', 'skip_first', 'fps'], [], ['pose']),
-    "PDFGC_FactorStrength": (['factor', 'strength'], [], ['factor']),
-    "PDFGC_FitLength": (['factor', 'length', 'mode'], [], ['factor']),
-    "PDFGC_Generate": (['model', 'appearance', 'motion', 'batch_size', 'noise'], [], ['images']),
-    "PDFGC_HoldFrame": (['factor', 'frame', 'length'], [], ['factor']),
-    "PDFGC_LoadFactor": (['file', 'kind'], ['path'], ['factor', 'frame_count']),
-    "PDFGC_LoadModel": (['checkpoint', 'precision', 'generator_impl'], [], ['model', 'info']),
-    "PDFGC_MergeEyes": (['blink', 'gaze', 'fit'], [], ['factor']),
-    "PDFGC_MixFactors": (['a', 'b', 'mode', 't', 'start', 'end', 'curve', 'length', 'fit'], [], ['factor']),
-    "PDFGC_RetimeFactor": (['factor', 'fps', 'method'], [], ['factor']),
-    "PDFGC_SaveFactor": (['factor', 'filename_prefix'], [], ['file']),
-    "PDFGC_SmoothFactor": (['factor', 'method', 'window', 'sigma', 'edge'], [], ['factor']),
-    "PDFGC_SplitEyes": (['eye'], [], ['blink', 'gaze']),
-    "PDFGC_ZeroFactor": (['factor'], [], ['factor']),
+    "PDFGC_CombineMotion": (
+        [
+            "length",
+            "fit",
+            "match_fps",
+            "post_process",
+            "mouth_gain",
+            "expression_gain",
+            "eye_gain",
+            "pose_gain",
+            "blink",
+            "gaze",
+        ],
+        ["mouth", "expression", "eye", "pose"],
+        ["motion", "frame_count"],
+    ),
+    "PDFGC_EncodeAppearance": (["model", "image", "crop"], [], ["appearance"]),
+    "PDFGC_EncodeExpression": (["model", "images", "crop", "skip_first", "fps"], [], ["expression"]),
+    "PDFGC_EncodeEyes": (["model", "images", "crop", "skip_first", "fps"], [], ["eye"]),
+    "PDFGC_EncodeLips": (
+        ["model", "audio", "fps", "quality", "max_seconds"],
+        [],
+        ["mouth", "frame_count", "fps", "audio"],
+    ),
+    "PDFGC_EncodeMotion": (["model", "images", "crop", "skip_first", "fps"], [], ["pose", "eye", "expression"]),
+    "PDFGC_EncodePose": (["model", "images", "crop", "skip_first", "fps"], [], ["pose"]),
+    "PDFGC_FactorStrength": (["factor", "strength"], [], ["factor"]),
+    "PDFGC_FitLength": (["factor", "length", "mode"], [], ["factor"]),
+    "PDFGC_Generate": (["model", "appearance", "motion", "batch_size", "noise"], [], ["images"]),
+    "PDFGC_HoldFrame": (["factor", "frame", "length"], [], ["factor"]),
+    "PDFGC_LoadFactor": (["file", "kind"], ["path"], ["factor", "frame_count"]),
+    "PDFGC_LoadModel": (["checkpoint", "precision", "generator_impl"], [], ["model", "info"]),
+    "PDFGC_MergeEyes": (["blink", "gaze", "fit"], [], ["factor"]),
+    "PDFGC_MixFactors": (["a", "b", "mode", "t", "start", "end", "curve", "length", "fit"], [], ["factor"]),
+    "PDFGC_RetimeFactor": (["factor", "fps", "method"], [], ["factor"]),
+    "PDFGC_SaveFactor": (["factor", "filename_prefix"], [], ["file"]),
+    "PDFGC_SmoothFactor": (["factor", "method", "window", "sigma", "edge"], [], ["factor"]),
+    "PDFGC_SplitEyes": (["eye"], [], ["blink", "gaze"]),
+    "PDFGC_ZeroFactor": (["factor"], [], ["factor"]),
 }
 CUSTOM_TYPES = {"PDFGC_MODEL", "PDFGC_APPEARANCE", "PDFGC_FACTOR", "PDFGC_MOTION"}
 COMFY_TYPES = {"IMAGE", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
 # --------------------------------------------------------------------------------------- fakes
+
 
 class FakeComfy:
     """comfy.model_management / comfy.utils / comfy.model_patcher stand-ins that record calls."""
@@ -91,9 +115,12 @@ class FakeComfy:
                 raise FakeComfy.Interrupted("interrupted")
 
         self.mm = types.SimpleNamespace(
-            get_torch_device=lambda: torch.device("cpu"), unet_offload_device=lambda: torch.device("cpu"),
-            intermediate_device=lambda: torch.device("cpu"), throw_exception_if_processing_interrupted=throw,
-            load_models_gpu=lambda models, **kw: fake.loaded.append((list(models), kw)))
+            get_torch_device=lambda: torch.device("cpu"),
+            unet_offload_device=lambda: torch.device("cpu"),
+            intermediate_device=lambda: torch.device("cpu"),
+            throw_exception_if_processing_interrupted=throw,
+            load_models_gpu=lambda models, **kw: fake.loaded.append((list(models), kw)),
+        )
         self.utils = types.SimpleNamespace(ProgressBar=ProgressBar)
         self.patcher = types.SimpleNamespace(ModelPatcher=ModelPatcher)
 
@@ -103,8 +130,12 @@ def comfy(monkeypatch):
     fake = FakeComfy()
     pkg = types.ModuleType("comfy")
     pkg.model_management, pkg.utils, pkg.model_patcher = fake.mm, fake.utils, fake.patcher
-    for name, mod in (("comfy", pkg), ("comfy.model_management", fake.mm), ("comfy.utils", fake.utils),
-                      ("comfy.model_patcher", fake.patcher)):
+    for name, mod in (
+        ("comfy", pkg),
+        ("comfy.model_management", fake.mm),
+        ("comfy.utils", fake.utils),
+        ("comfy.model_patcher", fake.patcher),
+    ):
         monkeypatch.setitem(sys.modules, name, mod)
     return fake
 
@@ -123,14 +154,17 @@ def folders(monkeypatch, tmp_path):
         out = []
         for root in roots[name]:
             for dirpath, _, files in os.walk(root, followlinks=True):
-                out += [os.path.relpath(os.path.join(dirpath, f), root) for f in files
-                        if os.path.splitext(f)[1].lower() in exts]
+                out += [
+                    os.path.relpath(os.path.join(dirpath, f), root)
+                    for f in files
+                    if os.path.splitext(f)[1].lower() in exts
+                ]
         return sorted(out)
 
     def get_annotated_filepath(name):
         for tag, base in ((" [output]", fp.get_output_directory()), (" [input]", fp.get_input_directory())):
             if name.endswith(tag):
-                return os.path.join(base, name[:-len(tag)])
+                return os.path.join(base, name[: -len(tag)])
         return os.path.join(fp.get_input_directory(), name)
 
     fp.get_folder_paths = lambda name: roots[name]
@@ -144,6 +178,7 @@ def folders(monkeypatch, tmp_path):
 
 
 # --------------------------------------------------------------------------------------- data
+
 
 @pytest.fixture(scope="module")
 def checkpoint():
@@ -195,6 +230,7 @@ def same(a: F.Factor, b: F.Factor) -> bool:
 
 # --------------------------------------------------------------------------------------- interface
 
+
 def test_node_set_and_interface_are_stable():
     assert sorted(OUR_NODES) == sorted(INTERFACE)
     for name, cls in OUR_NODES.items():
@@ -202,7 +238,8 @@ def test_node_set_and_interface_are_stable():
         got = (list(spec.get("required", {})), list(spec.get("optional", {})), list(cls.RETURN_NAMES))
         assert got == tuple(INTERFACE[name]), (
             f"{name}: inputs/outputs changed from {INTERFACE[name]} to {got}. Saved workflows store widget values "
-            "by position: renaming or reordering is a breaking change (append new optional inputs instead).")
+            "by position: renaming or reordering is a breaking change (append new optional inputs instead)."
+        )
 
 
 @pytest.mark.parametrize("name", sorted(INTERFACE))
@@ -241,15 +278,36 @@ def test_workflows_folder_holds_no_json():
 
 # --------------------------------------------------------------------------------------- loader
 
+
 def test_checkpoint_listing():
-    names = ["a.safetensors", "checkpoints.tar", "notes.txt", "random.pth",
-             "official/appearance_model.pth", "official/motion_model.pth", "official/audio_model.pth",
-             "official/generator_model.pth", "partial/appearance_model.pth",
-             "deep\\win\\appearance_model.pth", "deep\\win\\motion_model.pth", "deep\\win\\audio_model.pth",
-             "deep\\win\\generator_model.pth", "sub\\b.safetensors",
-             "appearance_model.pth", "motion_model.pth", "audio_model.pth", "generator_model.pth"]
-    assert model_nodes.list_checkpoints(names) == ["./", "a.safetensors", "checkpoints.tar", "deep/win/",
-                                                   "official/", "sub/b.safetensors"]
+    names = [
+        "a.safetensors",
+        "checkpoints.tar",
+        "notes.txt",
+        "random.pth",
+        "official/appearance_model.pth",
+        "official/motion_model.pth",
+        "official/audio_model.pth",
+        "official/generator_model.pth",
+        "partial/appearance_model.pth",
+        "deep\\win\\appearance_model.pth",
+        "deep\\win\\motion_model.pth",
+        "deep\\win\\audio_model.pth",
+        "deep\\win\\generator_model.pth",
+        "sub\\b.safetensors",
+        "appearance_model.pth",
+        "motion_model.pth",
+        "audio_model.pth",
+        "generator_model.pth",
+    ]
+    assert model_nodes.list_checkpoints(names) == [
+        "./",
+        "a.safetensors",
+        "checkpoints.tar",
+        "deep/win/",
+        "official/",
+        "sub/b.safetensors",
+    ]
     assert model_nodes.list_checkpoints([]) == []
 
 
@@ -293,6 +351,7 @@ def test_load_model_wraps_networks_for_comfy_and_warns_about_synthetic(folders, 
 
 # --------------------------------------------------------------------------------------- encoders
 
+
 def test_encode_appearance_equals_core_from_the_file(handle, engine, portrait):
     (app,) = encode.PDFGC_EncodeAppearance().encode(handle, torch.cat([portrait, portrait * 0]), "official")
     official = images.to_network(images.official_crop(images.read_image(SAMPLES / "anne.png"))[None])
@@ -318,13 +377,16 @@ def test_encode_lips_equals_core(handle, engine, speech, comfy):
     assert mouth30.fps == 30.0 and count30 > count
 
 
-@pytest.mark.parametrize("audio, match", [
-    ({"waveform": torch.zeros(1, 2, 16000), "sample_rate": 16000}, "silent"),
-    ({"waveform": torch.zeros(1, 1, 100) + 0.1, "sample_rate": 16000}, "at least"),
-    ({"waveform": torch.zeros(2, 16000), "sample_rate": 16000}, r"\[batch, channels, samples\]"),
-    ({"samples": torch.zeros(1, 1, 16000)}, "AUDIO"),
-    ({"waveform": torch.full((1, 1, 16000), float("nan")), "sample_rate": 16000}, "NaN"),
-])
+@pytest.mark.parametrize(
+    "audio, match",
+    [
+        ({"waveform": torch.zeros(1, 2, 16000), "sample_rate": 16000}, "silent"),
+        ({"waveform": torch.zeros(1, 1, 100) + 0.1, "sample_rate": 16000}, "at least"),
+        ({"waveform": torch.zeros(2, 16000), "sample_rate": 16000}, r"\[batch, channels, samples\]"),
+        ({"samples": torch.zeros(1, 1, 16000)}, "AUDIO"),
+        ({"waveform": torch.full((1, 1, 16000), float("nan")), "sample_rate": 16000}, "NaN"),
+    ],
+)
 def test_encode_lips_rejects_bad_audio(handle, audio, match):
     with pytest.raises(InputError, match=match) as e:
         encode.PDFGC_EncodeLips().encode(handle, audio, 25.0, "official", 0.0)
@@ -335,8 +397,11 @@ def test_driver_encoders_equal_core_and_run_only_their_head(handle, engine, pose
     motion = handle.models.motion
     calls = []
     original = type(motion).forward
-    monkeypatch.setattr(type(motion), "forward", lambda self, x, heads=("pose", "eye", "expression"):
-                        calls.append(tuple(heads)) or original(self, x, heads))
+    monkeypatch.setattr(
+        type(motion),
+        "forward",
+        lambda self, x, heads=("pose", "eye", "expression"): calls.append(tuple(heads)) or original(self, x, heads),
+    )
     ref = engine.encode_drivers(images.prepare_batch(images.comfy_to_u8(pose_frames[2:]), "official"))
     assert calls == [("pose", "eye", "expression")]
     calls.clear()
@@ -366,12 +431,15 @@ def test_driver_node_reproduces_the_official_frame_folder(handle, engine, tmp_pa
     assert same(expr, ref["expression"]) and len(expr) == 8
 
 
-@pytest.mark.parametrize("frames, skip, match", [
-    (torch.zeros(0, 224, 224, 3), 0, "empty"),
-    (torch.zeros(3, 224, 224, 3), 3, "skip_first=3 leaves none of the 3"),
-    (torch.zeros(224, 224, 3), 0, r"\[frames, height, width, channels\]"),
-    (torch.zeros(2, 224, 224, 5), 0, "5 channels"),
-])
+@pytest.mark.parametrize(
+    "frames, skip, match",
+    [
+        (torch.zeros(0, 224, 224, 3), 0, "empty"),
+        (torch.zeros(3, 224, 224, 3), 3, "skip_first=3 leaves none of the 3"),
+        (torch.zeros(224, 224, 3), 0, r"\[frames, height, width, channels\]"),
+        (torch.zeros(2, 224, 224, 5), 0, "5 channels"),
+    ],
+)
 def test_driver_encoders_reject_bad_batches(handle, frames, skip, match):
     with pytest.raises(InputError, match=match) as e:
         encode.PDFGC_EncodePose().encode(handle, frames, "official", skip, 25.0)
@@ -386,45 +454,68 @@ def test_encoders_honour_cancel(handle, pose_frames, comfy):
 
 # --------------------------------------------------------------------------------------- factor ops
 
+
 def test_factor_ops_equal_core():
     a, b = factor("expression", 5, 1), factor("expression", 3, 2)
     assert same(factor_nodes.PDFGC_ZeroFactor().zero(a)[0], F.zero(a))
     assert same(factor_nodes.PDFGC_FactorStrength().scale(a, 0.7)[0], F.scale(a, 0.7))
     mix = factor_nodes.PDFGC_MixFactors().mix
-    assert same(mix(a, b, "constant", 0.25, 0, 1, "linear", 0, "loop")[0],
-                F.mix(a, b, torch.full((5,), 0.25), fit="loop"))
+    assert same(
+        mix(a, b, "constant", 0.25, 0, 1, "linear", 0, "loop")[0], F.mix(a, b, torch.full((5,), 0.25), fit="loop")
+    )
     ramped = mix(a, b, "ramp", 0.5, 0.0, 1.0, "smoothstep", 9, "pingpong")[0]
     assert same(ramped, F.mix(a, b, F.ramp(9, 0.0, 1.0, curve="smoothstep"), fit="pingpong"))
-    assert torch.equal(ramped.values[0], a.values[0]) and torch.equal(ramped.values[-1], F.fit_length(b, 9, "pingpong").values[-1])
+    assert torch.equal(ramped.values[0], a.values[0]) and torch.equal(
+        ramped.values[-1], F.fit_length(b, 9, "pingpong").values[-1]
+    )
     eye, eye2 = factor("eye", 4, 3), factor("eye", 6, 4)
     blink, gaze = factor_nodes.PDFGC_SplitEyes().split(eye)
     assert same(blink, F.split_eye(eye)[0]) and same(gaze, F.split_eye(eye)[1])
     assert same(factor_nodes.PDFGC_MergeEyes().merge(blink, gaze, "loop")[0], eye)
     assert same(factor_nodes.PDFGC_MergeEyes().merge(eye, eye2, "hold")[0], F.merge_eye(eye, eye2, fit="hold"))
-    assert same(factor_nodes.PDFGC_SmoothFactor().smooth(a, "gaussian", 5, 1.5, "replicate")[0],
-                F.smooth(a, "gaussian", 5, 1.5, "replicate"))
+    assert same(
+        factor_nodes.PDFGC_SmoothFactor().smooth(a, "gaussian", 5, 1.5, "replicate")[0],
+        F.smooth(a, "gaussian", 5, 1.5, "replicate"),
+    )
     assert same(factor_nodes.PDFGC_HoldFrame().hold(a, -1, 0)[0], F.hold(a, -1))
     assert len(factor_nodes.PDFGC_HoldFrame().hold(a, 2, 11)[0]) == 11
     assert same(factor_nodes.PDFGC_FitLength().fit(a, 12, "pingpong")[0], F.fit_length(a, 12, "pingpong"))
     assert same(factor_nodes.PDFGC_RetimeFactor().retime(a, 30.0, "linear")[0], F.retime(a, 30.0, "linear"))
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: factor_nodes.PDFGC_MixFactors().mix(factor("pose", 3), factor("eye", 3), "constant", .5, 0, 1,
-                                                 "linear", 0, "loop"), "pose factor with an eye"),
-    (lambda: factor_nodes.PDFGC_SplitEyes().split(factor("pose", 3)), "must be an eye factor"),
-    (lambda: factor_nodes.PDFGC_SmoothFactor().smooth(factor("pose", 3), "box", 4, 1.0, "official"), "odd"),
-    (lambda: factor_nodes.PDFGC_FitLength().fit(factor("pose", 3), 5, "truncate"), "only shorten"),
-    (lambda: factor_nodes.PDFGC_HoldFrame().hold(factor("pose", 3), 3, 0), "outside"),
-    (lambda: factor_nodes.PDFGC_ZeroFactor().zero(torch.zeros(3, 6)), "expected a PD-FGC factor"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda: factor_nodes.PDFGC_MixFactors().mix(
+                factor("pose", 3), factor("eye", 3), "constant", 0.5, 0, 1, "linear", 0, "loop"
+            ),
+            "pose factor with an eye",
+        ),
+        (lambda: factor_nodes.PDFGC_SplitEyes().split(factor("pose", 3)), "must be an eye factor"),
+        (lambda: factor_nodes.PDFGC_SmoothFactor().smooth(factor("pose", 3), "box", 4, 1.0, "official"), "odd"),
+        (lambda: factor_nodes.PDFGC_FitLength().fit(factor("pose", 3), 5, "truncate"), "only shorten"),
+        (lambda: factor_nodes.PDFGC_HoldFrame().hold(factor("pose", 3), 3, 0), "outside"),
+        (lambda: factor_nodes.PDFGC_ZeroFactor().zero(torch.zeros(3, 6)), "expected a PD-FGC factor"),
+    ],
+)
 def test_factor_ops_reject_bad_inputs(call, match):
     with pytest.raises(InputError, match=match):
         call()
 
 
-COMBINE_DEFAULTS = dict(length=0, fit="loop", match_fps=True, post_process=True, mouth_gain=1.5,
-                        expression_gain=1.2, eye_gain=1.2, pose_gain=1.0, blink=True, gaze=True)
+COMBINE_DEFAULTS = dict(
+    length=0,
+    fit="loop",
+    match_fps=True,
+    post_process=True,
+    mouth_gain=1.5,
+    expression_gain=1.2,
+    eye_gain=1.2,
+    pose_gain=1.0,
+    blink=True,
+    gaze=True,
+)
 
 
 def combine(**kw):
@@ -437,12 +528,14 @@ def test_combine_motion_equals_core_assembly():
     assert n == 7 and torch.equal(motion, F.assemble_motion(7, mouth=mouth, expression=expr, eye=eye, pose=pose))
     # missing factors are zero; length given; fit mode; official post-processing off; eye switches
     motion, n = combine(pose=pose, length=10, fit="pingpong", post_process=False, blink=False)
-    assert n == 10 and torch.equal(motion, F.assemble_motion(10, pose=pose, fit="pingpong", post=F.PostProcess.none(),
-                                                             blink=False))
-    assert not motion[:, :542 - 6].any()
+    assert n == 10 and torch.equal(
+        motion, F.assemble_motion(10, pose=pose, fit="pingpong", post=F.PostProcess.none(), blink=False)
+    )
+    assert not motion[:, : 542 - 6].any()
     motion, _ = combine(eye=eye, mouth=mouth, mouth_gain=2.0, eye_gain=0.5, gaze=False)
-    assert torch.equal(motion, F.assemble_motion(7, mouth=mouth, eye=eye, gaze=False,
-                                                 post=F.PostProcess(mouth_gain=2.0, eye_gain=0.5)))
+    assert torch.equal(
+        motion, F.assemble_motion(7, mouth=mouth, eye=eye, gaze=False, post=F.PostProcess(mouth_gain=2.0, eye_gain=0.5))
+    )
     # no mouth: the longest factor decides
     assert combine(pose=pose, eye=eye)[1] == 4
 
@@ -455,17 +548,21 @@ def test_combine_motion_matches_frame_rates():
     assert torch.equal(motion, F.assemble_motion(10, mouth=mouth, pose=pose30))
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({}, "connect at least one factor"),
-    ({"pose": factor("eye", 3)}, "the pose input got an eye factor"),
-    ({"mouth": factor("mouth", 3), "pose": factor("pose", 2), "fit": "truncate"}, "only shorten"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({}, "connect at least one factor"),
+        ({"pose": factor("eye", 3)}, "the pose input got an eye factor"),
+        ({"mouth": factor("mouth", 3), "pose": factor("pose", 2), "fit": "truncate"}, "only shorten"),
+    ],
+)
 def test_combine_motion_errors(kw, match):
     with pytest.raises(InputError, match=match):
         combine(**kw)
 
 
 # --------------------------------------------------------------------------------------- generate
+
 
 def test_generate_equals_core_with_progress(handle, engine, portrait, comfy):
     (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")
@@ -490,12 +587,15 @@ def test_generate_seeded_noise(handle, engine, portrait):
     assert not torch.equal(a, b)
 
 
-@pytest.mark.parametrize("appearance, motion, match", [
-    ("not an appearance", torch.zeros(2, 542), "appearance must come from"),
-    (None, torch.zeros(2, 500), r"motion must come from PD-FGC Combine Motion \(\[frames, 542\]\)"),
-    (None, torch.zeros(0, 542), "0 frames"),
-    (None, torch.full((2, 542), float("nan")), "NaN"),
-])
+@pytest.mark.parametrize(
+    "appearance, motion, match",
+    [
+        ("not an appearance", torch.zeros(2, 542), "appearance must come from"),
+        (None, torch.zeros(2, 500), r"motion must come from PD-FGC Combine Motion \(\[frames, 542\]\)"),
+        (None, torch.zeros(0, 542), "0 frames"),
+        (None, torch.full((2, 542), float("nan")), "NaN"),
+    ],
+)
 def test_generate_rejects_bad_inputs(handle, appearance, motion, match):
     app = appearance if appearance is not None else Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7))
     with pytest.raises(InputError, match=match):
@@ -504,6 +604,7 @@ def test_generate_rejects_bad_inputs(handle, appearance, motion, match):
 
 # --------------------------------------------------------------------------------------- factor files
 
+
 def test_save_and_load_factor_round_trip(folders):
     f = factor("pose", 5, fps=30.0)
     save = factor_io.PDFGC_SaveFactor().save
@@ -511,16 +612,24 @@ def test_save_and_load_factor_round_trip(folders):
     second = save(f, "pdfgc/head")
     assert first["result"] == ("pdfgc/head_00001_.safetensors [output]",)
     assert second["result"] == ("pdfgc/head_00002_.safetensors [output]",)
-    assert first["ui"]["factors"][0] == {"filename": "head_00001_.safetensors", "subfolder": "pdfgc",
-                                         "type": "output", "kind": "pose", "frames": 5}
+    assert first["ui"]["factors"][0] == {
+        "filename": "head_00001_.safetensors",
+        "subfolder": "pdfgc",
+        "type": "output",
+        "kind": "pose",
+        "frames": 5,
+    }
     out = folders.root / "output" / "pdfgc" / "head_00001_.safetensors"
     assert same(F.load_factor(out), f)
 
     F.save_factor(factor("eye", 2), folders.root / "input" / "eyes.safetensors")
     (folders.root / "input" / "other.safetensors").write_bytes(b"not a factor")
     listed = factor_io.PDFGC_LoadFactor.INPUT_TYPES()["required"]["file"][0]
-    assert listed == ["eyes.safetensors", "pdfgc/head_00001_.safetensors [output]",
-                      "pdfgc/head_00002_.safetensors [output]"]
+    assert listed == [
+        "eyes.safetensors",
+        "pdfgc/head_00001_.safetensors [output]",
+        "pdfgc/head_00002_.safetensors [output]",
+    ]
     load = factor_io.PDFGC_LoadFactor().load
     loaded, n = load(first["result"][0], "pose")
     assert same(loaded, f) and n == 5

@@ -16,8 +16,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import fixture_files
+
 from pdfgc_core.networks import appearance, audio, motion
 
 ATOL = 1e-4
@@ -28,9 +28,11 @@ NETS = {  # schema name -> (module, checkpoint file, dropped checkpoint prefixes
     "audio": (audio.AudioEncoder, "audio_model.pth", audio.UNUSED_CHECKPOINT_PREFIXES),
 }
 STREAMS = ("pose", "exp", "eye")  # official order inside a 24-image motion batch
-STREAM_HEAD = {"pose": ("pose", "pose_embed_raw", "motion_in_pose_embed"),
-               "exp": ("expression", "emo_embed_raw", "motion_in_emo_embed"),
-               "eye": ("eye", "eye_embed_raw", "motion_in_eye_embed")}
+STREAM_HEAD = {
+    "pose": ("pose", "pose_embed_raw", "motion_in_pose_embed"),
+    "exp": ("expression", "emo_embed_raw", "motion_in_emo_embed"),
+    "eye": ("eye", "eye_embed_raw", "motion_in_eye_embed"),
+}
 
 _nets, _results = {}, {}
 
@@ -54,6 +56,7 @@ def nets(weights_for):
         if (seed, net) not in _nets:
             _nets[seed, net] = load_official(net, weights_for(seed))
         return _nets[seed, net]
+
     return get
 
 
@@ -123,7 +126,7 @@ def test_audio_parity(fixture, fx, nets, parity_inputs, record_property):
     mel = fx.get("inputs__mel_windows", parity_inputs["mel_windows"])
 
     def run(x):  # official batching: 8 windows at a time, the last batch is the remainder
-        feat = torch.cat([net.features(x[i:i + 8]) for i in range(0, len(x), 8)])
+        feat = torch.cat([net.features(x[i : i + 8]) for i in range(0, len(x), 8)])
         return feat, net.mouth_embed(feat)
 
     feat, mouth = cached(("audio", int(fx["weights_seed"])), mel, run)
@@ -160,8 +163,8 @@ def test_motion_parity_official_batch(fixture, fx, nets, parity_inputs, record_p
     out = cached(("motion", int(fx["weights_seed"]), "all"), batch, net)
     for k, stream in enumerate(STREAMS):
         head, raw, every = STREAM_HEAD[stream]
-        report(record_property, f"{every}[:{3 * n}]", max_diff(out[head], fx[every][:3 * n]))
-        report(record_property, f"{raw}[:{n}]", max_diff(out[head][k * n:(k + 1) * n], fx[raw][:n]))
+        report(record_property, f"{every}[:{3 * n}]", max_diff(out[head], fx[every][: 3 * n]))
+        report(record_property, f"{raw}[:{n}]", max_diff(out[head][k * n : (k + 1) * n], fx[raw][:n]))
 
 
 @fixture_params()
@@ -171,14 +174,18 @@ def test_motion_single_head_fast_path(fixture, fx, nets, parity_inputs, record_p
     n = int(fx["motion_batch_sizes"][0])
     for stream in STREAMS:
         head, raw, _ = STREAM_HEAD[stream]
-        out = cached(("motion", int(fx["weights_seed"]), head), first_batch(fx, parity_inputs, stream),
-                     lambda x: net(x, heads=(head,)))
+        out = cached(
+            ("motion", int(fx["weights_seed"]), head),
+            first_batch(fx, parity_inputs, stream),
+            lambda x: net(x, heads=(head,)),
+        )
         assert list(out) == [head]
         report(record_property, f"{head} alone vs {raw}[:{n}]", max_diff(out[head], fx[raw][:n]))
 
 
 def test_motion_rejects_unknown_head_and_bad_shape():
     from pdfgc_core.errors import InputError
+
     net = motion.MotionEncoder()
     with pytest.raises(InputError, match="mouth"):
         net(torch.zeros(1, 3, 224, 224), heads=("mouth",))

@@ -74,11 +74,11 @@ def run_batch(generator, path, impl: str, start: int):
     key = (path, impl, start)
     if key not in _RUNS:
         id_map, styles, z = fixture_inputs(path)
-        batch = styles[start:start + OFFICIAL_BATCH]
+        batch = styles[start : start + OFFICIAL_BATCH]
         with torch.inference_mode():
             if start == 0:
                 images, internals = generator(id_map, batch, impl=impl, return_internals=True)
-                names = [k[len("gen_f0_"):] for k in z if k.startswith("gen_f0_")]
+                names = [k[len("gen_f0_") :] for k in z if k.startswith("gen_f0_")]
                 _RUNS[key] = images, {name: internals[name][:1].clone() for name in names}
             else:
                 _RUNS[key] = generator(id_map, batch, impl=impl), {}
@@ -91,16 +91,22 @@ def max_abs(a, b) -> float:
 
 def fixture_params(paths, slow_after_first: bool):
     """Parametrize over fixture files, optionally marking all but the first one slow."""
-    return [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if slow_after_first and i else [])
-            for i, p in enumerate(paths)]
+    return [
+        pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if slow_after_first and i else [])
+        for i, p in enumerate(paths)
+    ]
 
 
 # --- layout ---------------------------------------------------------------------------------
 
+
 def test_state_dict_matches_schema(parity):
     schema = json.loads((parity / "schema.json").read_text())["networks"]["generator"]["keys"]
-    expected = {e["key"]: tuple(e["shape"]) for e in schema
-                if not e["key"].startswith(UNUSED_CHECKPOINT_PREFIXES) and e["key"] not in CHECKPOINT_CONSTANT_BUFFERS}
+    expected = {
+        e["key"]: tuple(e["shape"])
+        for e in schema
+        if not e["key"].startswith(UNUSED_CHECKPOINT_PREFIXES) and e["key"] not in CHECKPOINT_CONSTANT_BUFFERS
+    }
     ours = {k: tuple(v.shape) for k, v in Generator().state_dict().items()}
     assert ours == expected
     constants = {e["key"]: torch.tensor(e["constant_value"]) for e in schema if "constant_value" in e}
@@ -116,6 +122,7 @@ def test_fixture_style_layout(path):
 
 
 # --- official fixtures ----------------------------------------------------------------------
+
 
 def check_internals(generator, path, impl):
     _, internals = run_batch(generator, path, impl, 0)
@@ -133,7 +140,7 @@ def check_images(generator, path, impl, batches):
         n = min(OFFICIAL_BATCH, expected.shape[0] - start)
         assert images.shape == (min(OFFICIAL_BATCH, int(z["num_frames"]) - start), 3, 224, 224)
         assert images.dtype == torch.float32
-        err = max_abs(images[:n], expected[start:start + n])
+        err = max_abs(images[:n], expected[start : start + n])
         assert err < TOL, f"frames {start}..{start + n - 1}: max abs {err:.3g}"
 
 
@@ -172,6 +179,7 @@ def test_reference_images_second_batch(generator, path):
 
 # --- fast vs reference on random inputs ----------------------------------------------------
 
+
 def random_styles(b, seed=0):
     g = torch.Generator().manual_seed(seed)
     # like real styles: appearance ~0.5 +- 0.16, motion factors ~unit scale
@@ -207,8 +215,9 @@ def make_layer(kind, b, upsample=False, seed=0, size=9):
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8])
-@pytest.mark.parametrize("kind,upsample", [("conv", False), ("conv", True), ("styled", False),
-                                           ("styled", True), ("rgb", False)])
+@pytest.mark.parametrize(
+    "kind,upsample", [("conv", False), ("conv", True), ("styled", False), ("styled", True), ("rgb", False)]
+)
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_layer_fast_matches_reference(kind, upsample, batch, layout):
     layer, x, style = make_layer(kind, batch, upsample, size=10 if kind == "rgb" else 9)
@@ -303,6 +312,7 @@ def test_upfirdn2d_against_direct_sum():
 
 # --- noise ----------------------------------------------------------------------------------
 
+
 def test_noise_options(generator):
     style = random_styles(2, seed=3)
     style[1] = style[0]  # identical frames stay identical: the noise is shared over the batch
@@ -352,16 +362,20 @@ def test_fast_layouts_agree(generator):
 
 # --- input errors ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("id_shape,style_shape,noise", [
-    ((1, 512, 7, 7), (2, 2589), None),
-    ((1, 512, 7, 7), (2590,), None),
-    ((0, 512, 7, 7), (0, 2590), None),
-    ((3, 512, 7, 7), (2, 2590), None),
-    ((1, 512, 8, 8), (2, 2590), None),
-    ((1, 512, 7, 7), (2, 2590), [torch.zeros(1, 1, 7, 7)] * 10),
-    ((1, 512, 7, 7), (2, 2590), [torch.zeros(1, 1, 7, 7)] * 11),
-    ((1, 512, 7, 7), (2, 2590), "seed"),
-])
+
+@pytest.mark.parametrize(
+    "id_shape,style_shape,noise",
+    [
+        ((1, 512, 7, 7), (2, 2589), None),
+        ((1, 512, 7, 7), (2590,), None),
+        ((0, 512, 7, 7), (0, 2590), None),
+        ((3, 512, 7, 7), (2, 2590), None),
+        ((1, 512, 8, 8), (2, 2590), None),
+        ((1, 512, 7, 7), (2, 2590), [torch.zeros(1, 1, 7, 7)] * 10),
+        ((1, 512, 7, 7), (2, 2590), [torch.zeros(1, 1, 7, 7)] * 11),
+        ((1, 512, 7, 7), (2, 2590), "seed"),
+    ],
+)
 def test_bad_inputs_raise_input_error(blank_generator, id_shape, style_shape, noise):
     with pytest.raises(InputError):
         blank_generator(torch.zeros(id_shape), torch.zeros(style_shape), noise=noise)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import fixture_files, parity_dir
+
 from pdfgc_core import audio, images
 from pdfgc_core.checkpoints import load_models
 from pdfgc_core.factors import assemble_motion, fit_length
@@ -62,7 +62,7 @@ def sample_roots() -> list[Path]:
     return [r for r in dict.fromkeys(roots) if r.is_dir()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def locate_driver_files(stream: str, names: tuple[str, ...], first_u8_key: str) -> list[Path]:
     """The files behind a driver stream: the sample folder holding all ``names`` whose first decoded
     frames equal ``inputs.npz[first_u8_key]`` (the fixtures store names and pixels, not paths)."""

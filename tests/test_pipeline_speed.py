@@ -57,6 +57,7 @@ def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
         def run(*x, **kw):
             calls.append(1)
             raise RuntimeError("backend compiler failed")
+
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
@@ -81,8 +82,13 @@ def test_compile_wraps_the_generator(monkeypatch):
     assert wrapped == [models().generator]
     assert Engine(models(), device="cpu")._generator is models().generator
     with pytest.raises(InputError):  # bad input is not mistaken for a compile failure
-        list(engine.generate(pipeline.Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7)),
-                             torch.zeros(1, pipeline.MOTION_DIM), batch_size=0))
+        list(
+            engine.generate(
+                pipeline.Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7)),
+                torch.zeros(1, pipeline.MOTION_DIM),
+                batch_size=0,
+            )
+        )
 
 
 def test_generate_builds_the_style_per_batch(monkeypatch):

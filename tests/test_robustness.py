@@ -20,9 +20,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from pdfgc_core import InputError, MediaError
+from pdfgc_core import InputError, MediaError, cli, images, render
 from pdfgc_core import audio as A
-from pdfgc_core import cli, images, render
 from pdfgc_core.factors import Factor, PostProcess, assemble_motion
 from pdfgc_core.pipeline import MOTION_DIM, Engine
 
@@ -226,8 +225,11 @@ def test_empty_or_missing_driver_folder(tmp_path, engine):
 
 def test_mismatched_factor_lengths_follow_the_fit_policy(engine):
     """The audio decides the length; every driver is fitted to it (read only as far as needed)."""
-    drivers = {"pose": render.Driver(frames(3, 1)), "eye": render.Driver(frames(2, 2)),
-               "expression": render.Driver(frames(9, 3))}
+    drivers = {
+        "pose": render.Driver(frames(3, 1)),
+        "eye": render.Driver(frames(2, 2)),
+        "expression": render.Driver(frames(9, 3)),
+    }
     p = render.plan(engine, portrait(), (speech(), SR), drivers, settings(fit="pingpong", post=PostProcess.none()))
     assert p.num_frames == 5 and p.motion.shape == (5, MOTION_DIM)
     assert {k: f.num_frames for k, f in p.factors.items()} == {"mouth": 5, "pose": 3, "eye": 2, "expression": 5}
@@ -292,23 +294,30 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
 
 
 def _base(env, **over):
-    args = {"--appearance": env["appearance"], "--audio": env["audio"], "--out": env["tmp"] / "out" / "v.mp4",
-            "--device": "cpu"}
+    args = {
+        "--appearance": env["appearance"],
+        "--audio": env["audio"],
+        "--out": env["tmp"] / "out" / "v.mp4",
+        "--device": "cpu",
+    }
     args.update(over)
     return ["render", *[x for k, v in args.items() if v is not None for x in (k, v)]]
 
 
-@pytest.mark.parametrize("case,expect", [
-    ("silent", "audio is silent"),
-    ("short", "at least 0.12"),
-    ("corrupt_audio", "could not be decoded"),
-    ("missing_appearance", "does not exist"),
-    ("empty_driver", "holds no image files"),
-    ("short_folder", "--skip-first 0"),
-    ("nan_strength", "strength"),
-    ("bad_device", "--device nonsense"),
-    ("bad_fps", "frame rate"),
-])
+@pytest.mark.parametrize(
+    "case,expect",
+    [
+        ("silent", "audio is silent"),
+        ("short", "at least 0.12"),
+        ("corrupt_audio", "could not be decoded"),
+        ("missing_appearance", "does not exist"),
+        ("empty_driver", "holds no image files"),
+        ("short_folder", "--skip-first 0"),
+        ("nan_strength", "strength"),
+        ("bad_device", "--device nonsense"),
+        ("bad_fps", "frame rate"),
+    ],
+)
 def test_cli_bad_inputs_exit_2_with_a_message(cli_env, capsys, case, expect):
     env, tmp = cli_env, cli_env["tmp"]
     over = {}
@@ -400,8 +409,11 @@ def test_failed_or_interrupted_render_leaves_nothing_and_frees_memory(cli_env, c
     monkeypatch.setattr(render, "frames_u8", failing)
     argv = _base(env, **{"--batch-size": "1", "--seconds": "0.2"})  # fails after 1 of 2 frames
     figures = []
-    for failure, message in ((RuntimeError, ["simulated crash in the frame loop"]),
-                             (MediaError, ["simulated disk full"]), (KeyboardInterrupt, [])):
+    for failure, message in (
+        (RuntimeError, ["simulated crash in the frame loop"]),
+        (MediaError, ["simulated disk full"]),
+        (KeyboardInterrupt, []),
+    ):
         if failure is RuntimeError:
             with pytest.raises(RuntimeError, match="simulated crash"):
                 cli.main([str(a) for a in argv])
@@ -413,8 +425,10 @@ def test_failed_or_interrupted_render_leaves_nothing_and_frees_memory(cli_env, c
         assert child_pids() <= children_before  # ffmpeg is gone
         figures.append((rss_mb(), live_tensor_mb()))
     capsys.readouterr()
-    print(f"\nRSS before failures {base_rss:.0f} MB, after each: {[round(r) for r, _ in figures]} MB; "
-          f"live tensors {base_tensors:.1f} MB -> {[round(t, 1) for _, t in figures]} MB")
+    print(
+        f"\nRSS before failures {base_rss:.0f} MB, after each: {[round(r) for r, _ in figures]} MB; "
+        f"live tensors {base_tensors:.1f} MB -> {[round(t, 1) for _, t in figures]} MB"
+    )
     assert all(abs(t - base_tensors) < 1.0 for _, t in figures)  # every tensor of the failed render was freed
     assert figures[-1][0] - base_rss < 150  # no growth beyond allocator noise
 
@@ -446,9 +460,13 @@ def test_docs_table_names_real_tests():
 
     doc = (REPO / "docs" / "BAD_INPUTS.md").read_text()
     named = set(re.findall(r"`(?:tests/(test_\w+)\.py::)?(test_\w+)`", doc))
-    sources = {f: (REPO / "tests" / f"{f}.py").read_text() for f in ("test_robustness", "test_checkpoints", "test_fuzz")}
+    sources = {
+        f: (REPO / "tests" / f"{f}.py").read_text() for f in ("test_robustness", "test_checkpoints", "test_fuzz")
+    }
     for file, name in named:
         candidates = [file] if file else list(sources)
         assert any(re.search(rf"^def {name}\(", sources[f], re.M) for f in candidates), f"{name} is not a test"
-    here = set(re.findall(r"^def (test_\w+)\(", sources["test_robustness"], re.M)) - {"test_docs_table_names_real_tests"}
+    here = set(re.findall(r"^def (test_\w+)\(", sources["test_robustness"], re.M)) - {
+        "test_docs_table_names_real_tests"
+    }
     assert here <= {name for _, name in named}, f"tests without a row: {here - {n for _, n in named}}"

@@ -37,8 +37,8 @@ Policies (also written into :attr:`CropInfo.notes` when they apply):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -59,6 +59,7 @@ MODES = ("auto", "image", "video")
 
 
 # ------------------------------------------------------------------------ affine helpers
+
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity ``[2,3]`` (float64) mapping points ``src [K,2]`` onto ``dst [K,2]``:
@@ -96,6 +97,7 @@ def resize_affine(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> np.ndarra
 
 
 # ------------------------------------------------------------------------------ CropInfo
+
 
 @dataclass(eq=False)
 class CropInfo:
@@ -135,32 +137,58 @@ class CropInfo:
         return len(self.matrices)
 
     def __repr__(self) -> str:
-        return (f"CropInfo({len(self)} frame(s) {self.frame_size[1]}x{self.frame_size[0]} -> {self.crop_size}, "
-                f"mode={self.mode}, backend={self.backend}, with face: {int(self.detected.sum())})")
+        return (
+            f"CropInfo({len(self)} frame(s) {self.frame_size[1]}x{self.frame_size[0]} -> {self.crop_size}, "
+            f"mode={self.mode}, backend={self.backend}, with face: {int(self.detected.sum())})"
+        )
 
-    def select(self, indices) -> "CropInfo":
+    def select(self, indices) -> CropInfo:
         """The crop info of some frames (an index array, list or slice)."""
         idx = np.arange(len(self))[indices]
-        return CropInfo(self.matrices[idx], self.frame_size, self.detected[idx], self.points[idx],
-                        self.mode, self.backend, self.crop_size, self.notes)
+        return CropInfo(
+            self.matrices[idx],
+            self.frame_size,
+            self.detected[idx],
+            self.points[idx],
+            self.mode,
+            self.backend,
+            self.crop_size,
+            self.notes,
+        )
 
     def to_dict(self) -> dict:
         """JSON-ready dict (lists, NaN as None) for :meth:`from_dict`."""
         pts = [[[None if np.isnan(v) else float(v) for v in p] for p in f] for f in self.points]
-        return {"format": "pdfgc-crop-info", "version": 1, "crop_size": self.crop_size,
-                "frame_size": list(self.frame_size), "mode": self.mode, "backend": self.backend,
-                "matrices": self.matrices.tolist(), "detected": self.detected.tolist(), "points": pts,
-                "notes": list(self.notes)}
+        return {
+            "format": "pdfgc-crop-info",
+            "version": 1,
+            "crop_size": self.crop_size,
+            "frame_size": list(self.frame_size),
+            "mode": self.mode,
+            "backend": self.backend,
+            "matrices": self.matrices.tolist(),
+            "detected": self.detected.tolist(),
+            "points": pts,
+            "notes": list(self.notes),
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CropInfo":
+    def from_dict(cls, d: dict) -> CropInfo:
         """Inverse of :meth:`to_dict`; raises :class:`InputError` on anything else."""
         try:
             if d.get("format") != "pdfgc-crop-info" or int(d.get("version", 0)) != 1:
                 raise ValueError("not a version-1 pdfgc-crop-info dict")
             pts = np.array([[[np.nan if v is None else v for v in p] for p in f] for f in d["points"]], float)
-            return cls(np.array(d["matrices"], float), tuple(d["frame_size"]), np.array(d["detected"], bool), pts,
-                       str(d["mode"]), str(d["backend"]), int(d["crop_size"]), tuple(d.get("notes", ())))
+            return cls(
+                np.array(d["matrices"], float),
+                tuple(d["frame_size"]),
+                np.array(d["detected"], bool),
+                pts,
+                str(d["mode"]),
+                str(d["backend"]),
+                int(d["crop_size"]),
+                tuple(d.get("notes", ())),
+            )
         except InputError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -168,6 +196,7 @@ class CropInfo:
 
 
 # ------------------------------------------------------------------------ face selection
+
 
 def _confident(faces: list[Face]) -> list[Face]:
     if not faces:
@@ -186,8 +215,10 @@ def select_face(faces: list[Face], face_index: int = -1, *, name: str = "image",
     if face_index < 0:
         return max(cands, key=lambda f: f.eye_distance)
     if face_index >= len(cands):
-        raise InputError(f"{name}: face_index={face_index} but frame {frame} has {len(cands)} face(s) "
-                         f"(counted from the left, starting at 0); use -1 for the largest face")
+        raise InputError(
+            f"{name}: face_index={face_index} but frame {frame} has {len(cands)} face(s) "
+            f"(counted from the left, starting at 0); use -1 for the largest face"
+        )
     return cands[face_index]
 
 
@@ -234,8 +265,9 @@ def _outliers(points: np.ndarray, detected: np.ndarray) -> np.ndarray:
     if detected.sum() < 3:
         return out
     shape, dist = _shape(points[detected])
-    bad = (np.linalg.norm(shape - np.median(shape, 0), axis=1) > 0.35) | \
-          (np.abs(np.log(dist / np.median(dist))) > np.log(1.67))
+    bad = (np.linalg.norm(shape - np.median(shape, 0), axis=1) > 0.35) | (
+        np.abs(np.log(dist / np.median(dist))) > np.log(1.67)
+    )
     if 2 * bad.sum() < len(bad):  # only a minority can be outliers
         out[np.flatnonzero(detected)[bad]] = True
     return out
@@ -251,13 +283,15 @@ def _fill(points: np.ndarray, detected: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- transforms
 
+
 def image_transforms(points: np.ndarray) -> np.ndarray:
     """Per-picture similarities ``[N,2,3]`` mapping each picture's three points ``[N,3,2]`` to ``TEMPLATE``."""
     return np.stack([similarity_transform(p, TEMPLATE) for p in points])
 
 
-def video_transforms(points: np.ndarray, detected: np.ndarray | None = None, smoothing: float = SMOOTHING
-                     ) -> np.ndarray:
+def video_transforms(
+    points: np.ndarray, detected: np.ndarray | None = None, smoothing: float = SMOOTHING
+) -> np.ndarray:
     """Clip transforms ``[N,2,3]``: one similarity from the average points of the ``detected``
     frames (all if None), then per frame a translation moving that frame's mouth onto the
     template mouth, smoothed ``bias_t = smoothing * bias_(t-1) + (1 - smoothing) * current_t``
@@ -277,8 +311,7 @@ def video_transforms(points: np.ndarray, detected: np.ndarray | None = None, smo
 _BORDER_CODES = {"constant": "BORDER_CONSTANT", "replicate": "BORDER_REPLICATE", "reflect": "BORDER_REFLECT_101"}
 
 
-def warp_crops(frames: np.ndarray, matrices: np.ndarray, border: str = "constant", size: int = CROP_SIZE
-               ) -> np.ndarray:
+def warp_crops(frames: np.ndarray, matrices: np.ndarray, border: str = "constant", size: int = CROP_SIZE) -> np.ndarray:
     """``cv2.warpAffine`` (bilinear) of uint8 frames ``[N,H,W,3]`` to crops ``[N,size,size,3]``.
     Frames whose scale is below 0.7 are first reduced with INTER_AREA (anti-aliasing).
     ``border``: "constant" (black, as the training pre-processing), "replicate" or "reflect"."""
@@ -301,14 +334,23 @@ def warp_crops(frames: np.ndarray, matrices: np.ndarray, border: str = "constant
 
 # ------------------------------------------------------------------------------- driver
 
+
 def _frames_list(idx) -> str:
     idx = list(idx)
     return ", ".join(map(str, idx[:10])) + (f" and {len(idx) - 10} more" if len(idx) > 10 else "")
 
 
-def align_faces(images, detector: str | LandmarkDetector = "dlib", *, mode: str = "auto", face_index: int = -1,
-                min_eye_distance: float = MIN_EYE_DISTANCE, border: str = "constant", name: str = "image",
-                progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, CropInfo]:
+def align_faces(
+    images,
+    detector: str | LandmarkDetector = "dlib",
+    *,
+    mode: str = "auto",
+    face_index: int = -1,
+    min_eye_distance: float = MIN_EYE_DISTANCE,
+    border: str = "constant",
+    name: str = "image",
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, CropInfo]:
     """Detect, align and crop the face of every picture of a batch.
 
     ``images``: a picture or batch, see :func:`~pdfgc_core.faces.convert.as_rgb_u8` (uint8 or
@@ -330,12 +372,17 @@ def align_faces(images, detector: str | LandmarkDetector = "dlib", *, mode: str 
 
     if det.pre_aligned:
         mats = np.repeat(resize_affine((h, w), (CROP_SIZE, CROP_SIZE))[None], n, 0)
-        crops = frames.copy() if (h, w) == (CROP_SIZE, CROP_SIZE) else np.stack(
-            [cv2.resize(f, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR) for f in frames])
-        note = "pre-aligned: no detection" + ("" if (h, w) == (CROP_SIZE, CROP_SIZE)
-                                              else f"; {w}x{h} stretched to 224x224 like the official loader")
-        return crops, CropInfo(mats, (h, w), np.ones(n, bool), np.full((n, 3, 2), np.nan), "pre-aligned", det.name,
-                               notes=(note,))
+        crops = (
+            frames.copy()
+            if (h, w) == (CROP_SIZE, CROP_SIZE)
+            else np.stack([cv2.resize(f, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR) for f in frames])
+        )
+        note = "pre-aligned: no detection" + (
+            "" if (h, w) == (CROP_SIZE, CROP_SIZE) else f"; {w}x{h} stretched to 224x224 like the official loader"
+        )
+        return crops, CropInfo(
+            mats, (h, w), np.ones(n, bool), np.full((n, 3, 2), np.nan), "pre-aligned", det.name, notes=(note,)
+        )
 
     mode = ("image" if n == 1 else "video") if mode == "auto" else mode
     faces = []
@@ -345,22 +392,30 @@ def align_faces(images, detector: str | LandmarkDetector = "dlib", *, mode: str 
             progress(t + 1, n)
     notes = []
     if any(len(_confident(f)) > 1 for f in faces):
-        notes.append("several faces: " + (f"face {face_index} from the left" if face_index >= 0 else "the largest")
-                     + (" (then followed through the clip)" if mode == "video" else ""))
-    chosen = _track(faces, face_index, name) if mode == "video" else \
-        [select_face(f, face_index, name=name, frame=t) for t, f in enumerate(faces)]
+        notes.append(
+            "several faces: "
+            + (f"face {face_index} from the left" if face_index >= 0 else "the largest")
+            + (" (then followed through the clip)" if mode == "video" else "")
+        )
+    chosen = (
+        _track(faces, face_index, name)
+        if mode == "video"
+        else [select_face(f, face_index, name=name, frame=t) for t, f in enumerate(faces)]
+    )
     detected = np.array([c is not None for c in chosen])
     if not detected.any():
         raise FaceNotFoundError(
             f"{name}: no face found in {'the picture' if n == 1 else f'any of the {n} frames'} "
             f"({w}x{h}, landmark backend {det.name}). Use a picture where the face is visible, roughly frontal "
             f"and at least about 80 pixels wide, or, if the pictures already are PD-FGC 224x224 crops, "
-            f"the 'pre-aligned' backend")
+            f"the 'pre-aligned' backend"
+        )
     if mode == "image" and not detected.all():
         raise FaceNotFoundError(
             f"{name}: no face found in frame(s) {_frames_list(np.flatnonzero(~detected))} of {n} "
             f"(mode 'image' needs a face in every picture; use mode 'video' for a clip, which reuses the nearest "
-            f"frames' alignment, or remove those pictures)")
+            f"frames' alignment, or remove those pictures)"
+        )
     points = np.full((n, 3, 2), np.nan)
     for t, c in enumerate(chosen):
         if c is not None:
@@ -369,13 +424,17 @@ def align_faces(images, detector: str | LandmarkDetector = "dlib", *, mode: str 
     if mode == "video":
         bad = _outliers(points, detected)
         if bad.any():
-            notes.append(f"frame(s) {_frames_list(np.flatnonzero(bad))}: face geometry far from the clip's "
-                         f"(occluded?), treated as without face")
+            notes.append(
+                f"frame(s) {_frames_list(np.flatnonzero(bad))}: face geometry far from the clip's "
+                f"(occluded?), treated as without face"
+            )
             detected &= ~bad
             points[bad] = np.nan
         if not detected.all():
-            notes.append(f"frame(s) {_frames_list(np.flatnonzero(~detected))} without a usable face: alignment "
-                         f"interpolated from the nearest frames with one")
+            notes.append(
+                f"frame(s) {_frames_list(np.flatnonzero(~detected))} without a usable face: alignment "
+                f"interpolated from the nearest frames with one"
+            )
 
     eye = _shape(points[detected])[1]
     small = eye.min() if mode == "image" else np.median(eye)
@@ -385,7 +444,8 @@ def align_faces(images, detector: str | LandmarkDetector = "dlib", *, mode: str 
             f"{name}: the face in {where} is too small: its eyes are {small:.1f} pixels apart, at least "
             f"{min_eye_distance:g} are needed (the crop template has 50, so it would be enlarged "
             f"{TEMPLATE_EYE_DISTANCE / small:.1f}x and come out blurred). Use a higher-resolution picture or "
-            f"enlarge the face region first; min_eye_distance=0 accepts it anyway")
+            f"enlarge the face region first; min_eye_distance=0 accepts it anyway"
+        )
 
     if mode == "video":
         mats = video_transforms(_fill(points, detected), detected)
@@ -393,4 +453,3 @@ def align_faces(images, detector: str | LandmarkDetector = "dlib", *, mode: str 
         mats = image_transforms(points)
     crops = warp_crops(frames, mats, border)
     return crops, CropInfo(mats, (h, w), detected, points, mode, det.name, notes=tuple(notes))
-

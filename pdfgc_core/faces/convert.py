@@ -25,14 +25,18 @@ def _batch(images, name: str) -> np.ndarray:
     elif a.ndim == 3:
         a = a[None]
     if a.ndim != 4 or a.shape[-1] not in (1, 2, 3, 4):
-        raise InputError(f"{name}: expected a picture [H,W], [H,W,C] or a batch [N,H,W,C] with C = 1..4 "
-                         f"channels, got an array of shape {tuple(np.shape(images))}")
+        raise InputError(
+            f"{name}: expected a picture [H,W], [H,W,C] or a batch [N,H,W,C] with C = 1..4 "
+            f"channels, got an array of shape {tuple(np.shape(images))}"
+        )
     n, h, w, _ = a.shape
     if n == 0:
         raise InputError(f"{name}: the batch is empty (0 pictures); give at least one picture")
     if h < MIN_SIDE or w < MIN_SIDE:
-        raise InputError(f"{name}: the picture is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed "
-                         f"to find and crop a face — use a larger picture")
+        raise InputError(
+            f"{name}: the picture is {w}x{h} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed "
+            f"to find and crop a face — use a larger picture"
+        )
     return a
 
 

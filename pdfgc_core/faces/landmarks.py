@@ -101,9 +101,11 @@ def dlib_predictor_path() -> Path:
     ``pkg_resources``)."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError("landmark backend 'dlib': the package face-recognition-models, which ships "
-                              "shape_predictor_68_face_landmarks.dat, is not installed; "
-                              "run `pip install face-recognition-models` or choose another backend")
+        raise CheckpointError(
+            "landmark backend 'dlib': the package face-recognition-models, which ships "
+            "shape_predictor_68_face_landmarks.dat, is not installed; "
+            "run `pip install face-recognition-models` or choose another backend"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
     if not path.is_file():
         raise CheckpointError(f"landmark backend 'dlib': {path} is missing; reinstall face-recognition-models")
@@ -117,8 +119,10 @@ def _dlib_models(path: Path):
             try:
                 import dlib
             except ImportError as e:
-                raise InputError("landmark backend 'dlib': the dlib package cannot be imported "
-                                 f"({e}); run `pip install dlib-bin` or choose another backend") from e
+                raise InputError(
+                    "landmark backend 'dlib': the dlib package cannot be imported "
+                    f"({e}); run `pip install dlib-bin` or choose another backend"
+                ) from e
             try:
                 predictor = dlib.shape_predictor(key)
             except RuntimeError as e:
@@ -143,8 +147,13 @@ class DlibDetector(LandmarkDetector):
 
     name = "dlib"
 
-    def __init__(self, upsample: int = 1, max_side: int = 1024, min_score: float = 0.25,
-                 model_path: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        upsample: int = 1,
+        max_side: int = 1024,
+        min_score: float = 0.25,
+        model_path: str | os.PathLike | None = None,
+    ):
         self.upsample = int(upsample)
         self.min_score = float(min_score)
         self.max_side = int(max_side)
@@ -158,8 +167,9 @@ class DlibDetector(LandmarkDetector):
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         h, w = rgb.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
-        small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)),
-                                                    interpolation=cv2.INTER_AREA)
+        small = (
+            rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        )
         found = []
         for up in range(self.upsample + 1):
             boxes, scores, _ = detector.run(small, up, 0)
@@ -206,9 +216,13 @@ def find_fan_weights(weights_dirs=()) -> tuple[Path, Path]:
             missing.append(f"{fname} ({url})")
         found[key] = hit
     if missing:
-        raise CheckpointError("landmark backend 'face_alignment': weight file(s) not found: " + ", ".join(missing)
-                              + ". Download them on a machine with internet and put them in one of: "
-                              + ", ".join(str(d) for d in dirs) + " — or use the 'dlib' backend, which works offline")
+        raise CheckpointError(
+            "landmark backend 'face_alignment': weight file(s) not found: "
+            + ", ".join(missing)
+            + ". Download them on a machine with internet and put them in one of: "
+            + ", ".join(str(d) for d in dirs)
+            + " — or use the 'dlib' backend, which works offline"
+        )
     return found["2DFAN-4"], found["s3fd"]
 
 
@@ -220,12 +234,16 @@ def _build_face_alignment(fan_path: Path, s3fd_path: Path, device: str):
         import torch
         from face_alignment.models import FAN
     except ImportError as e:
-        raise InputError(f"landmark backend 'face_alignment': the face-alignment package cannot be imported ({e}); "
-                         "install it with its dependencies (`pip install face-alignment`, which also needs tqdm "
-                         "and numba) or choose the 'dlib' backend") from e
+        raise InputError(
+            f"landmark backend 'face_alignment': the face-alignment package cannot be imported ({e}); "
+            "install it with its dependencies (`pip install face-alignment`, which also needs tqdm "
+            "and numba) or choose the 'dlib' backend"
+        ) from e
     if not hasattr(face_alignment.FaceAlignment, "_load_native"):
-        raise InputError("landmark backend 'face_alignment': face-alignment >= 1.5 is needed (its weights are "
-                         f"{', '.join(f for f, _ in FAN_FILES.values())}); run `pip install -U face-alignment`")
+        raise InputError(
+            "landmark backend 'face_alignment': face-alignment >= 1.5 is needed (its weights are "
+            f"{', '.join(f for f, _ in FAN_FILES.values())}); run `pip install -U face-alignment`"
+        )
 
     class LocalFAN(face_alignment.FaceAlignment):
         def _load_native(self, network_name, network_size, device, dtype):
@@ -233,8 +251,13 @@ def _build_face_alignment(fan_path: Path, s3fd_path: Path, device: str):
             net.load_state_dict(torch.load(fan_path, map_location=device, weights_only=True))
             return net.to(device, dtype=dtype).eval()
 
-    return LocalFAN(face_alignment.LandmarksType.TWO_D, device=device, face_detector="sfd",
-                    face_detector_kwargs={"path_to_detector": str(s3fd_path)}, compile=False)
+    return LocalFAN(
+        face_alignment.LandmarksType.TWO_D,
+        device=device,
+        face_detector="sfd",
+        face_detector_kwargs={"path_to_detector": str(s3fd_path)},
+        compile=False,
+    )
 
 
 class FaceAlignmentDetector(LandmarkDetector):
@@ -271,26 +294,36 @@ class FaceAlignmentDetector(LandmarkDetector):
         model = self._model()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "No faces were detected." is an empty result here
-            landmarks, _, boxes = model.get_landmarks_from_image(np.ascontiguousarray(rgb, dtype=np.uint8),
-                                                                 return_bboxes=True, return_landmark_score=True)
+            landmarks, _, boxes = model.get_landmarks_from_image(
+                np.ascontiguousarray(rgb, dtype=np.uint8), return_bboxes=True, return_landmark_score=True
+            )
         if landmarks is None:
             return []
         faces = []
         for lm, box in zip(landmarks, boxes):
             box = np.asarray(box, dtype=np.float64).ravel()
-            faces.append(Face(np.asarray(lm, dtype=np.float64)[:, :2], tuple(box[:4]),
-                              float(box[4]) if box.size > 4 else 1.0))
+            faces.append(
+                Face(np.asarray(lm, dtype=np.float64)[:, :2], tuple(box[:4]), float(box[4]) if box.size > 4 else 1.0)
+            )
         return _left_to_right(faces)
 
 
 BACKENDS = ("dlib", "face_alignment", "pre-aligned")
-_ALIASES = {"dlib": "dlib", "face_alignment": "face_alignment", "face-alignment": "face_alignment",
-            "fan": "face_alignment", "pre-aligned": "pre-aligned", "prealigned": "pre-aligned",
-            "pre_aligned": "pre-aligned", "none": "pre-aligned"}
+_ALIASES = {
+    "dlib": "dlib",
+    "face_alignment": "face_alignment",
+    "face-alignment": "face_alignment",
+    "fan": "face_alignment",
+    "pre-aligned": "pre-aligned",
+    "prealigned": "pre-aligned",
+    "pre_aligned": "pre-aligned",
+    "none": "pre-aligned",
+}
 
 
-def get_detector(backend: str | LandmarkDetector = "dlib", *, weights_dirs=(), device: str | None = None
-                 ) -> LandmarkDetector:
+def get_detector(
+    backend: str | LandmarkDetector = "dlib", *, weights_dirs=(), device: str | None = None
+) -> LandmarkDetector:
     """The detector for a backend name (``"dlib"``, ``"face_alignment"``/``"fan"``,
     ``"pre-aligned"``/``"none"``); a :class:`LandmarkDetector` is returned unchanged.
     ``weights_dirs`` and ``device`` are for face_alignment."""

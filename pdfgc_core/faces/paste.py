@@ -74,8 +74,9 @@ def _roi(m_crop_from_frame: np.ndarray, hw: tuple[int, int]) -> tuple[int, int, 
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
-def paste_back(frames, images, info: CropInfo, *, feather: float = DEFAULT_FEATHER, view: str = "generator",
-               name: str = "frames") -> tuple[np.ndarray, np.ndarray]:
+def paste_back(
+    frames, images, info: CropInfo, *, feather: float = DEFAULT_FEATHER, view: str = "generator", name: str = "frames"
+) -> tuple[np.ndarray, np.ndarray]:
     """Blend face pictures into the frames they were aligned from.
 
     ``frames``: the original frames ``[F,H,W,C]`` (uint8 or float 0..1, as accepted by
@@ -100,13 +101,17 @@ def paste_back(frames, images, info: CropInfo, *, feather: float = DEFAULT_FEATH
     f_count, h, w, _ = base.shape
     g_count, s, s2, _ = faces.shape
     if (h, w) != info.frame_size or f_count != len(info):
-        raise InputError(f"{name}: {f_count} frame(s) of {w}x{h}, but the crop info describes {len(info)} frame(s) "
-                         f"of {info.frame_size[1]}x{info.frame_size[0]}; give the frames that were aligned")
+        raise InputError(
+            f"{name}: {f_count} frame(s) of {w}x{h}, but the crop info describes {len(info)} frame(s) "
+            f"of {info.frame_size[1]}x{info.frame_size[0]}; give the frames that were aligned"
+        )
     if s != s2:
         raise InputError(f"face pictures to paste: must be square (224x224 from the generator), got {s2}x{s}")
     if f_count != 1 and g_count > f_count:
-        raise InputError(f"face pictures to paste: {g_count} pictures but only {f_count} frames; give one frame "
-                         f"(every picture is pasted into it) or at least {g_count} frames")
+        raise InputError(
+            f"face pictures to paste: {g_count} pictures but only {f_count} frames; give one frame "
+            f"(every picture is pasted into it) or at least {g_count} frames"
+        )
 
     to_crop = view_to_crop(view, s)
     mask_crop = face_mask(feather)
@@ -124,10 +129,17 @@ def paste_back(frames, images, info: CropInfo, *, feather: float = DEFAULT_FEATH
         m_crop_roi = compose_affine(m_crop, shift)
         m_img_roi = compose_affine(invert_affine(to_crop), m_crop_roi)
         size = (x1 - x0, y1 - y0)
-        warped = cv2.warpAffine(faces[j], m_img_roi, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                borderMode=cv2.BORDER_REPLICATE)
-        m = cv2.warpAffine(mask_crop, m_crop_roi, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+        warped = cv2.warpAffine(
+            faces[j], m_img_roi, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        )
+        m = cv2.warpAffine(
+            mask_crop,
+            m_crop_roi,
+            size,
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )[..., None]
         region = out[j, y0:y1, x0:x1]
         out[j, y0:y1, x0:x1] = region + (warped - region) * m
         masks[j, y0:y1, x0:x1] = m[..., 0]

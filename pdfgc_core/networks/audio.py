@@ -20,8 +20,9 @@ class SqueezeExcite(nn.Module):
     def __init__(self, ch: int, reduction: int = 8):
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Sequential(nn.Linear(ch, ch // reduction), nn.ReLU(inplace=True),
-                                nn.Linear(ch // reduction, ch), nn.Sigmoid())
+        self.fc = nn.Sequential(
+            nn.Linear(ch, ch // reduction), nn.ReLU(inplace=True), nn.Linear(ch // reduction, ch), nn.Sigmoid()
+        )
 
     def forward(self, x):
         b, c = x.shape[:2]
@@ -67,8 +68,9 @@ class ResNetSE(nn.Module):
             in_ch = ch
             self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
         rows = filters[3] * (N_MELS // 8)
-        self.attention = nn.Sequential(nn.Conv1d(rows, 128, 1), nn.ReLU(), nn.BatchNorm1d(128),
-                                       nn.Conv1d(128, rows, 1), nn.Softmax(dim=2))
+        self.attention = nn.Sequential(
+            nn.Conv1d(rows, 128, 1), nn.ReLU(), nn.BatchNorm1d(128), nn.Conv1d(128, rows, 1), nn.Softmax(dim=2)
+        )
         self.fc = nn.Linear(rows, n_out)
 
     def forward(self, x):
@@ -98,8 +100,12 @@ class AudioEncoder(nn.Module):
 
     def features(self, mel: torch.Tensor) -> torch.Tensor:
         """ResNetSE output [B,512] float32 for mel [B,1,80,20]."""
-        check_batch(mel, (1, N_MELS, N_STEPS), "audio mel windows",
-                    "cut the mel spectrogram into per-frame windows of 80 mel bins x 20 mel frames first.")
+        check_batch(
+            mel,
+            (1, N_MELS, N_STEPS),
+            "audio mel windows",
+            "cut the mel spectrogram into per-frame windows of 80 mel bins x 20 mel frames first.",
+        )
         return self.model(mel.contiguous())
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:

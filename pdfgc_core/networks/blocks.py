@@ -25,8 +25,12 @@ def conv1x1(in_ch: int, out_ch: int, stride=1, bias: bool = False) -> nn.Conv2d:
 def check_batch(x: torch.Tensor, shape: tuple, name: str, hint: str) -> None:
     """Raise :class:`InputError` (naming ``name``, ending with ``hint``) unless ``x`` is a tensor of
     shape [B, *shape] with B >= 1."""
-    if not isinstance(x, torch.Tensor) or x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape) \
-            or x.shape[0] < 1:
+    if (
+        not isinstance(x, torch.Tensor)
+        or x.dim() != len(shape) + 1
+        or tuple(x.shape[1:]) != tuple(shape)
+        or x.shape[0] < 1
+    ):
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         want = "[B," + ",".join(str(s) for s in shape) + "]"
         raise InputError(f"{name}: expected a tensor of shape {want} with B >= 1, got {got}; {hint}")

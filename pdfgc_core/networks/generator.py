@@ -94,40 +94,60 @@ class Generator(nn.Module):
             maps = self.draw_noise(noise)
         elif isinstance(noise, (list, tuple)):
             if len(noise) != NUM_NOISES:
-                raise InputError(f"generator noise: got a list of {len(noise)} maps, expected {NUM_NOISES} "
-                                 f"(sizes {NOISE_SIZES}); pass None to use the stored noise")
+                raise InputError(
+                    f"generator noise: got a list of {len(noise)} maps, expected {NUM_NOISES} "
+                    f"(sizes {NOISE_SIZES}); pass None to use the stored noise"
+                )
             maps = []
             for i, (n, r) in enumerate(zip(noise, NOISE_SIZES)):
                 n = torch.as_tensor(n)
                 if n.dim() == 2:
                     n = n[None, None]
                 if n.dim() != 4 or tuple(n.shape[1:]) != (1, r, r) or n.shape[0] not in (1, batch):
-                    raise InputError(f"generator noise[{i}]: shape {tuple(n.shape)} is not [1 or {batch}, 1, {r}, {r}] "
-                                     f"or [{r}, {r}]; give one map per layer at that layer's resolution")
+                    raise InputError(
+                        f"generator noise[{i}]: shape {tuple(n.shape)} is not [1 or {batch}, 1, {r}, {r}] "
+                        f"or [{r}, {r}]; give one map per layer at that layer's resolution"
+                    )
                 maps.append(n)
         else:
-            raise InputError(f"generator noise: got {type(noise).__name__}; pass None (stored noise), "
-                             "a torch.Generator (seeded random noise) or a list of 11 tensors")
+            raise InputError(
+                f"generator noise: got {type(noise).__name__}; pass None (stored noise), "
+                "a torch.Generator (seeded random noise) or a list of 11 tensors"
+            )
         return [n.to(device=device, dtype=dtype) for n in maps]
 
     def _check_inputs(self, id_map: torch.Tensor, style: torch.Tensor) -> int:
         if not torch.is_tensor(style) or style.dim() != 2 or style.shape[1] != self.style_dim:
             shape = tuple(style.shape) if torch.is_tensor(style) else type(style).__name__
-            raise InputError(f"generator style: got {shape}, expected [B, {self.style_dim}] "
-                             "(appearance 2048 | mouth 500 | expression 30 | eye 6 | pose 6)")
+            raise InputError(
+                f"generator style: got {shape}, expected [B, {self.style_dim}] "
+                "(appearance 2048 | mouth 500 | expression 30 | eye 6 | pose 6)"
+            )
         b = style.shape[0]
         if b == 0:
             raise InputError("generator style: the batch is empty; give at least one frame")
         expected = (ID_CHANNELS, INITIAL_SIZE, INITIAL_SIZE)
-        if not torch.is_tensor(id_map) or id_map.dim() != 4 or tuple(id_map.shape[1:]) != expected \
-                or id_map.shape[0] not in (1, b):
+        if (
+            not torch.is_tensor(id_map)
+            or id_map.dim() != 4
+            or tuple(id_map.shape[1:]) != expected
+            or id_map.shape[0] not in (1, b)
+        ):
             shape = tuple(id_map.shape) if torch.is_tensor(id_map) else type(id_map).__name__
-            raise InputError(f"generator id_map: got {shape}, expected [1 or {b}, 512, 7, 7] "
-                             "(the appearance encoder's identity map)")
+            raise InputError(
+                f"generator id_map: got {shape}, expected [1 or {b}, 512, 7, 7] (the appearance encoder's identity map)"
+            )
         return b
 
-    def forward(self, id_map: torch.Tensor, style: torch.Tensor, *, impl: str = "fast", noise=None,
-                return_internals: bool = False):
+    def forward(
+        self,
+        id_map: torch.Tensor,
+        style: torch.Tensor,
+        *,
+        impl: str = "fast",
+        noise=None,
+        return_internals: bool = False,
+    ):
         """Render frames.
 
         id_map: [1 or B, 512, 7, 7] float, the identity map (shared when its batch is 1).

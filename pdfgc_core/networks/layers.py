@@ -150,8 +150,16 @@ class ModulatedConv2d(nn.Module):
     x [B, in, H, W], style [B, style_dim] -> [B, out, H', W'] with H' = H (or 2H when upsampling).
     """
 
-    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int,
-                 demodulate: bool = True, upsample: bool = False, blur_taps=BLUR_TAPS):
+    def __init__(
+        self,
+        in_channel: int,
+        out_channel: int,
+        kernel_size: int,
+        style_dim: int,
+        demodulate: bool = True,
+        upsample: bool = False,
+        blur_taps=BLUR_TAPS,
+    ):
         super().__init__()
         self.in_channel = in_channel
         self.out_channel = out_channel
@@ -219,10 +227,12 @@ class ModulatedConv2d(nn.Module):
     def fast_weight(self, dtype: torch.dtype, memory_format: torch.memory_format) -> torch.Tensor:
         """The shared, pre-scaled convolution weight ``scale * W`` in the activations' dtype and
         layout: [out, in, k, k], or [in, out, k, k] for the transposed (upsampling) convolution."""
+
         def build():
             w = self.weight[0] * self.scale
             w = w.transpose(0, 1) if self.upsample else w
             return w.to(dtype).contiguous(memory_format=memory_format)
+
         return self._cached("weight", build, dtype, memory_format)
 
     def output_scale(self, s: torch.Tensor) -> torch.Tensor:
@@ -233,8 +243,9 @@ class ModulatedConv2d(nn.Module):
         with torch.autocast(s.device.type, enabled=False):
             return torch.rsqrt(torch.mm(s.square(), self.weight_energy().t()) + DEMOD_EPS)
 
-    def forward_fast(self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0,
-                     overwrite_input: bool = False) -> torch.Tensor:
+    def forward_fast(
+        self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0, overwrite_input: bool = False
+    ) -> torch.Tensor:
         """Shared-weight formulation: ``conv(x * s, scale * W) * demod * gain``, no grouped conv.
 
         ``overwrite_input=True`` lets it scale ``x`` in place (saves a full-size temporary).
@@ -284,16 +295,30 @@ class StyledConv(nn.Module):
     x [B, in, H, W], style [B, style_dim], noise [1 or B, 1, H', W'] -> [B, out, H', W'].
     """
 
-    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int,
-                 upsample: bool = False, demodulate: bool = True):
+    def __init__(
+        self,
+        in_channel: int,
+        out_channel: int,
+        kernel_size: int,
+        style_dim: int,
+        upsample: bool = False,
+        demodulate: bool = True,
+    ):
         super().__init__()
-        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim,
-                                    demodulate=demodulate, upsample=upsample)
+        self.conv = ModulatedConv2d(
+            in_channel, out_channel, kernel_size, style_dim, demodulate=demodulate, upsample=upsample
+        )
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor, impl: str = "fast",
-                overwrite_input: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        style: torch.Tensor,
+        noise: torch.Tensor,
+        impl: str = "fast",
+        overwrite_input: bool = False,
+    ) -> torch.Tensor:
         """``overwrite_input`` (fast path only) allows reusing ``x``'s memory as scratch."""
         if impl == "reference":
             return self.activate(self.noise(self.conv(x, style, impl="reference"), noise))
@@ -321,8 +346,9 @@ class ToRGB(nn.Module):
             self.upsample = Upsample()
         self.conv = ModulatedConv2d(in_channel, out_channel, 1, style_dim, demodulate=False)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None,
-                impl: str = "fast") -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None, impl: str = "fast"
+    ) -> torch.Tensor:
         if impl == "reference":
             out = self.conv(x, style, impl="reference") + self.bias
         else:
