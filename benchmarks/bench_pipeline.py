@@ -17,7 +17,7 @@ reference path: the official inference loop rebuilt from our modules: every driv
     folder decoded and held; per batch of 8 output frames the motion encoder runs all its heads
     on cat(8 pose, 8 expression, 8 eye) images (channels_last); the audio net in batches of 8;
     the generator's official grouped-convolution math (impl="reference") in batches of 8.
-fast path: Engine + render.plan + render.frames_u8, exactly as `python -m pdfgc_core render`
+fast path: Engine + pipeline.plan + pipeline.frames_u8, exactly as `python -m pdfgc_core render`
     runs them: fast generator, only the requested heads, each distinct driver image encoded once,
     inference_mode, streamed.
 
@@ -54,9 +54,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pdfgc_core import images, media, render  # noqa: E402
+from pdfgc_core import images, media, pipeline  # noqa: E402
+from pdfgc_core.engine import Engine, auto_batch_size  # noqa: E402
 from pdfgc_core.factors import Factor, PostProcess, assemble_motion  # noqa: E402
-from pdfgc_core.pipeline import Engine, auto_batch_size  # noqa: E402
 
 SAMPLES = REPO / "samples"
 APPEARANCE = SAMPLES / "anne.png"
@@ -173,9 +173,9 @@ def audio_for(frames: int, folder: Path) -> Path:
     return SPEECH if soundfile.info(str(SPEECH)).duration >= seconds + 0.1 else looped_speech(seconds + 1, folder)
 
 
-def settings_for(frames: int, batch: int, audio_quality: str = "official") -> render.RenderSettings:
+def settings_for(frames: int, batch: int, audio_quality: str = "official") -> pipeline.RenderSettings:
     # official 25 fps: max_seconds (n + 3) / 25 keeps 640 n + 1920 samples -> exactly n mel windows
-    return render.RenderSettings(max_seconds=(frames + 3) / FPS, batch_size=batch, audio_quality=audio_quality)
+    return pipeline.RenderSettings(max_seconds=(frames + 3) / FPS, batch_size=batch, audio_quality=audio_quality)
 
 
 # ------------------------------------------------------------------------------------ timing
@@ -266,11 +266,11 @@ def reference_path(
     with torch.no_grad():
         app = images.to_network(images.official_crop(images.read_image(APPEARANCE))[None]).to(device)
         id_vec, id_map = models.appearance(app)
-        windows = render.mouth_windows(audio, settings)
+        windows = pipeline.mouth_windows(audio, settings)
         n = windows.shape[0]
         streams = {}
         for head in OFFICIAL_ORDER:  # official: every file of every folder, decoded and held
-            files = media.list_frame_files(DRIVER_DIRS[head])[render.OFFICIAL_SKIP :]
+            files = media.list_frame_files(DRIVER_DIRS[head])[pipeline.OFFICIAL_SKIP :]
             crops = np.stack([images.official_crop(images.read_image(f)) for f in files])
             streams[head] = images.to_network(crops, channels_last=True)
         raw = {h: [] for h in ("mouth", *OFFICIAL_ORDER)}
@@ -301,7 +301,7 @@ def fast_path(
 ) -> tuple[torch.Tensor, list, float]:
     """The CLI's path. Returns float frames (the first ``keep``), the uint8 chunks and the plan's seconds."""
     settings = settings_for(frames, batch, audio_quality)
-    drivers = {h: render.Driver(d) for h, d in DRIVER_DIRS.items()}
+    drivers = {h: pipeline.Driver(d) for h, d in DRIVER_DIRS.items()}
     floats, u8 = [], []
     kept = 0
     generate = engine.generate
@@ -317,9 +317,9 @@ def fast_path(
     engine.generate = capture
     try:
         t0 = time.perf_counter()
-        p = render.plan(engine, APPEARANCE, audio, drivers, settings)
+        p = pipeline.plan(engine, APPEARANCE, audio, drivers, settings)
         t_plan = time.perf_counter() - t0
-        for chunk in render.frames_u8(engine, p, settings):
+        for chunk in pipeline.frames_u8(engine, p, settings):
             u8.append(chunk)
     finally:
         del engine.generate
@@ -476,7 +476,7 @@ def child_render(argv: list[str]) -> None:
     from pdfgc_core import cli
 
     rec: dict = {}
-    get_models, plan, frames_u8 = cli.get_models, render.plan, render.frames_u8
+    get_models, plan, frames_u8 = cli.get_models, pipeline.plan, pipeline.frames_u8
 
     def get_models_rec(*x, **k):
         m = get_models(*x, **k)
@@ -510,7 +510,7 @@ def child_render(argv: list[str]) -> None:
             rec["ffmpeg_peak"] = float("nan")
         return finish(writer)
 
-    cli.get_models, render.plan, render.frames_u8 = get_models_rec, plan_rec, frames_rec
+    cli.get_models, pipeline.plan, pipeline.frames_u8 = get_models_rec, plan_rec, frames_rec
     media.Mp4Writer._finish_video = finish_rec
     rc = cli.main(a.cli[1:] if a.cli[:1] == ["--"] else a.cli)
     rec.update(rc=rc, peak=peak_mib())

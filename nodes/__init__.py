@@ -14,9 +14,9 @@ path, and it owns the top-level module name ``nodes``, so:
   package ``nodes`` (unit tests with the repository root on sys.path)::
 
       try:
-          from ..pdfgc_core import pipeline
+          from ..pdfgc_core import engine
       except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
-          from pdfgc_core import pipeline
+          from pdfgc_core import engine
 
   Never ``import pdfgc_core`` alone: inside ComfyUI it is not on sys.path, and if it were
   (another copy installed) there would be two copies of the core in one process.

@@ -16,19 +16,19 @@ import torch
 try:
     from ..pdfgc_core import images as core_images
     from ..pdfgc_core.checkpoints import PDFGCModels
+    from ..pdfgc_core.engine import Engine
     from ..pdfgc_core.errors import InputError
-    from ..pdfgc_core.pipeline import Engine
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
     from pdfgc_core import images as core_images
     from pdfgc_core.checkpoints import PDFGCModels
+    from pdfgc_core.engine import Engine
     from pdfgc_core.errors import InputError
-    from pdfgc_core.pipeline import Engine
 
 log = logging.getLogger("pdfgc")
 
 # Socket types between our nodes (names are part of saved workflows: never rename them).
 MODEL = "PDFGC_MODEL"  # ModelHandle
-APPEARANCE = "PDFGC_APPEARANCE"  # pdfgc_core.pipeline.Appearance (id_vector [1,2048], id_map [1,512,7,7])
+APPEARANCE = "PDFGC_APPEARANCE"  # pdfgc_core.engine.Appearance (id_vector [1,2048], id_map [1,512,7,7])
 FACTOR = "PDFGC_FACTOR"  # pdfgc_core.factors.Factor (kind, values [T,D] float32 CPU, fps)
 MOTION = "PDFGC_MOTION"  # torch float32 CPU [T,542] = [mouth 500 | expression 30 | eye 6 | pose 6]
 

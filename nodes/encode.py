@@ -23,12 +23,12 @@ try:
     from ..pdfgc_core import audio as core_audio
     from ..pdfgc_core.errors import InputError
     from ..pdfgc_core.images import CROPS
-    from ..pdfgc_core.render import AUDIO_LEAD_SECONDS
+    from ..pdfgc_core.pipeline import AUDIO_LEAD_SECONDS
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
     from pdfgc_core import audio as core_audio
     from pdfgc_core.errors import InputError
     from pdfgc_core.images import CROPS
-    from pdfgc_core.render import AUDIO_LEAD_SECONDS
+    from pdfgc_core.pipeline import AUDIO_LEAD_SECONDS
 
 CROP_INPUT = (
     list(CROPS),

@@ -7,13 +7,13 @@ import torch
 from ._common import APPEARANCE, CATEGORY, MODEL, MOTION, Progress, check_interrupt, intermediate_device
 
 try:
+    from ..pdfgc_core.engine import MOTION_DIM, OFFICIAL_BATCH, Appearance
     from ..pdfgc_core.errors import InputError
     from ..pdfgc_core.images import SIZE, network_to_comfy
-    from ..pdfgc_core.pipeline import MOTION_DIM, OFFICIAL_BATCH, Appearance
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
+    from pdfgc_core.engine import MOTION_DIM, OFFICIAL_BATCH, Appearance
     from pdfgc_core.errors import InputError
     from pdfgc_core.images import SIZE, network_to_comfy
-    from pdfgc_core.pipeline import MOTION_DIM, OFFICIAL_BATCH, Appearance
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 

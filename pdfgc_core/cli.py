@@ -141,14 +141,14 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
 def _run_render(args, allow_synthetic: bool) -> int:
     import torch
 
-    from . import render
+    from . import pipeline
     from .media import Mp4Writer, write_frames_png
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
     models = get_models(args.checkpoint, allow_synthetic)
     try:
-        engine = render.Engine(models, device=device, precision=args.precision)
+        engine = pipeline.Engine(models, device=device, precision=args.precision)
     except PDFGCError:
         raise
     except (RuntimeError, AssertionError, ValueError) as e:  # unknown or unavailable device
@@ -162,7 +162,7 @@ def _run_render(args, allow_synthetic: bool) -> int:
         batch_size = int(args.batch_size)
     else:
         raise PDFGCError(f"--batch-size {args.batch_size!r}: give a positive whole number or 'auto'")
-    settings = render.RenderSettings(
+    settings = pipeline.RenderSettings(
         fps=args.fps,
         audio_quality=args.audio_quality,
         max_seconds=args.seconds,
@@ -180,12 +180,12 @@ def _run_render(args, allow_synthetic: bool) -> int:
         noise=args.seed,
     )
     drivers = {}
-    shared: dict[str, render.Driver] = {}
+    shared: dict[str, pipeline.Driver] = {}
     for f in ("pose", "eye", "expression"):
         src = getattr(args, f)
         if src:
-            drivers[f] = shared.setdefault(src, render.Driver(src, skip_first=args.skip_first, align=args.align))
-    p = render.plan(engine, args.appearance, args.audio, drivers, settings, align=args.align)
+            drivers[f] = shared.setdefault(src, pipeline.Driver(src, skip_first=args.skip_first, align=args.align))
+    p = pipeline.plan(engine, args.appearance, args.audio, drivers, settings, align=args.align)
     print(
         f"[pdfgc] {p.num_frames} frames at {args.fps:g} fps; encoded in {time.perf_counter() - t0:.1f} s "
         f"on {device} ({engine.dtype})",
@@ -193,8 +193,8 @@ def _run_render(args, allow_synthetic: bool) -> int:
     )
     audio_track = args.audio if args.seconds is None else _cut_audio(args.audio, args.seconds)
     done, t1 = 0, time.perf_counter()
-    with Mp4Writer(args.out, fps=args.fps, audio=audio_track, audio_offset=render.AUDIO_LEAD_SECONDS) as w:
-        for chunk in render.frames_u8(engine, p, settings, paste_back=args.paste_back):
+    with Mp4Writer(args.out, fps=args.fps, audio=audio_track, audio_offset=pipeline.AUDIO_LEAD_SECONDS) as w:
+        for chunk in pipeline.frames_u8(engine, p, settings, paste_back=args.paste_back):
             w.write(chunk)
             if args.frames_dir:
                 write_frames_png(args.frames_dir, chunk, done)

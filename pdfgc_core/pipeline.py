@@ -1,307 +1,263 @@
-"""Encoders and generator wired together: appearance, four motion factors, frames.
+"""From files to a talking-head clip: the official pipeline, streamed.
 
-``Engine`` owns the loaded networks and runs them on one device and precision. Its methods take
-network tensors ([B,3,224,224] float32 in -1..1, mel windows [T,1,80,20]) and return CPU float32
-results, so the ComfyUI nodes and the command line share one implementation. Generation is a
-generator of chunks: callers stream frames to disk or collect them, and memory does not grow with
-the clip length.
+``render`` reads the appearance image, the speech and the three driving sources, encodes them
+(drivers are read and encoded in chunks; only their small embeddings are kept), assembles the
+per-frame motion with the official post-processing, and streams generated frames to a callback.
+Peak memory is bounded by the chunk size, not the clip length.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from .checkpoints import PDFGCModels
+from . import audio as audio_io
+from . import images, media
+from .engine import DRIVER_HEADS, Appearance, Engine
 from .errors import InputError
-from .factors import FACTOR_DIMS, MOTION_ORDER, Factor
-from .networks.blocks import check_batch
+from .factors import Factor, PostProcess, assemble_motion, scale
 
 log = logging.getLogger("pdfgc")
 
-MOTION_DIM = sum(FACTOR_DIMS.values())
-APPEARANCE_DIM = 2048
-STYLE_DIM = APPEARANCE_DIM + MOTION_DIM
-DRIVER_HEADS = ("pose", "eye", "expression")
-OFFICIAL_BATCH = 8
-
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-GENERATOR_MIB_PER_FRAME = {torch.float32: 64, torch.float16: 40, torch.bfloat16: 40}
-"""Working memory of one frame in the fast generator path. fp32: measured on CPU (peak RSS ~60 MiB
-per frame above a fixed ~210 MiB at batch 1 to 8); fp16 / bf16: an estimate (autocast keeps
-some fp32 tensors)."""
-AUTO_MAX_BATCH = {"cpu": OFFICIAL_BATCH, "cuda": 64}
-"""Largest automatic batch: on CPU bigger batches do not raise the frame rate; on a GPU 64 frames
-(~8 TFLOP per call) fill the device."""
+OFFICIAL_SKIP = 2
+OFFICIAL_MIN_DRIVER_FILES = OFFICIAL_SKIP + 8
+STRENGTH_WARN = 10.0
+"""Factor strengths above this (in magnitude) are logged as a warning: the frames saturate."""
+AUDIO_LEAD_SECONDS = 0.08  # output frame j shows the speech at video frame j+2 (official, 25 fps)
+ALIGN_CHUNK = 256  # driver frames aligned together (one similarity per chunk, video mode)
 
 
-@dataclass(frozen=True)
-class Appearance:
-    """The appearance code of one portrait: ``id_vector`` [1,2048] and ``id_map`` [1,512,7,7],
-    float32 on CPU."""
+@dataclass
+class Driver:
+    """One driving source for one or more heads (``pose``, ``eye``, ``expression``).
 
-    id_vector: torch.Tensor
-    id_map: torch.Tensor
+    ``source``: a folder of frames, a video file, an image file, or uint8 frames [N,H,W,3] RGB.
+    ``skip_first``: frames dropped at the start; ``None`` = official behaviour (2 for a folder of
+    frames, 0 otherwise). ``crop``: ``"official"`` applies the official 0:192 x 16:208 crop.
+    ``align``: a landmark backend (``"dlib"``, ``"face_alignment"``) that detects and aligns faces in
+    ordinary footage first, or ``"none"`` for frames already aligned like the official samples."""
 
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """``auto`` is bf16 on a CUDA device that supports it (else fp16), fp32 elsewhere."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if precision not in _DTYPES:
-        raise InputError(f"precision {precision!r} is not one of auto, fp32, fp16, bf16")
-    return _DTYPES[precision]
+    source: str | Path | np.ndarray
+    skip_first: int | None = None
+    crop: str = "official"
+    align: str = "none"
 
 
-def free_memory_mib(device) -> float:
-    """Memory that can be allocated on ``device`` now, MiB: ``torch.cuda.mem_get_info`` on CUDA, the
-    kernel's MemAvailable (psutil / /proc/meminfo; free pages elsewhere) on CPU."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0] / 2**20
+@dataclass
+class RenderSettings:
+    """Everything that shapes the motion. Strength 0 turns a factor off (zero = canonical)."""
+
+    fps: float = 25.0
+    audio_quality: str = "official"
+    max_seconds: float | None = None
+    strengths: dict = field(default_factory=lambda: {"mouth": 1.0, "expression": 1.0, "eye": 1.0, "pose": 1.0})
+    blink: bool = True
+    gaze: bool = True
+    fit: str = "loop"
+    post: PostProcess = field(default_factory=PostProcess.official)
+    batch_size: int = 8
+    noise: int | None = None
+    driver_chunk: int = 32
+
+
+def _skip(driver: Driver) -> int:
+    if driver.skip_first is not None:
+        return int(driver.skip_first)
+    return OFFICIAL_SKIP if isinstance(driver.source, (str, Path)) and Path(driver.source).is_dir() else 0
+
+
+def iter_driver_batches(driver: Driver, num_needed: int, chunk: int, fps: float) -> Iterator[torch.Tensor]:
+    """Network batches [b,3,224,224] of the driver's first min(L, num_needed) usable frames (L = frames
+    after the skip). Videos are resampled to ``fps``; only ``chunk`` frames are decoded at a time."""
+    skip = _skip(driver)
+    src = driver.source
+    name = "driver frames" if isinstance(src, np.ndarray) else str(src)
+    if isinstance(src, np.ndarray):
+        total = int(src.shape[0])
+    elif Path(src).is_dir():
+        total = len(media.list_frame_files(src))
+    else:
+        total = None
+    if total is not None and skip == OFFICIAL_SKIP and driver.skip_first is None and total < OFFICIAL_MIN_DRIVER_FILES:
+        raise InputError(
+            f"{name}: has {total} frame file(s); the official pipeline drops the first {OFFICIAL_SKIP} and needs "
+            f"at least {OFFICIAL_MIN_DRIVER_FILES} files. Add frames, or set skip_first=0 (CLI: --skip-first 0) "
+            f"to use every frame, looped."
+        )
+    if total is not None and total - skip < 1:
+        raise InputError(f"{name}: has {total} frame(s), none left after skipping {skip}; give more frames.")
+    if isinstance(src, np.ndarray):
+        frames = iter(src[skip : skip + num_needed])
+    else:
+        frames = media.iter_frames(src, start=skip, stop=skip + num_needed, fps=fps)
+    n = 0
+    for raw in _chunks(frames, ALIGN_CHUNK if driver.align != "none" else chunk):
+        n += len(raw)
+        if driver.align != "none":
+            from .faces import align_faces
+
+            raw, _ = align_faces(np.stack(raw), driver.align, mode="video", name=name)
+        crops = [images.official_crop(f) if driver.crop == "official" else images.resize_224(f) for f in raw]
+        for s in range(0, len(crops), chunk):
+            yield images.to_network(np.stack(crops[s : s + chunk]))
+    if n == 0:
+        raise InputError(f"{name}: no frames left after skipping {skip}; give a longer driver or lower skip_first.")
+
+
+def _chunks(it, size: int) -> Iterator[list]:
+    buf = []
+    for x in it:
+        buf.append(x)
+        if len(buf) == size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def encode_driver(
+    engine: Engine,
+    driver: Driver,
+    heads,
+    num_frames: int,
+    settings: RenderSettings,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Factor]:
+    """Raw factors for ``heads`` from one source, covering its first min(L, num_frames) usable frames."""
+    batches = iter_driver_batches(driver, num_frames, settings.driver_chunk, settings.fps)
+    return engine.encode_drivers(batches, heads=heads, fps=settings.fps, progress=progress)
+
+
+@dataclass
+class AppearanceInput:
+    """The portrait as the network sees it ([1,3,224,224]) and, when it was aligned, the original
+    picture (uint8 [H,W,3]) with its crop transform for paste-back."""
+
+    tensor: torch.Tensor
+    original: np.ndarray | None = None
+    crop_info: object | None = None
+
+
+def load_appearance_image(source, crop: str = "official", align: str = "none") -> AppearanceInput:
+    """Appearance image (path or uint8 [H,W,3] RGB) -> :class:`AppearanceInput`. ``align`` as in
+    :class:`Driver`."""
+    rgb = images.read_image(source) if isinstance(source, (str, Path)) else np.asarray(source)
+    original, info = None, None
+    if align != "none":
+        from .faces import align_faces
+
+        original = rgb
+        (rgb,), info = align_faces(
+            rgb[None], align, mode="image", name=str(source) if isinstance(source, (str, Path)) else "appearance image"
+        )
+    rgb = images.official_crop(rgb) if crop == "official" else images.resize_224(rgb)
+    return AppearanceInput(images.to_network(rgb[None]), original, info)
+
+
+def mouth_windows(audio, settings: RenderSettings) -> torch.Tensor:
+    """Speech (path or (waveform [C,N] float, sample_rate)) -> mel windows [T,1,80,20]."""
+    wave, sr = audio_io.load_audio(audio) if isinstance(audio, (str, Path)) else audio
+    return audio_io.audio_to_windows(
+        wave, sr, fps=settings.fps, quality=settings.audio_quality, max_seconds=settings.max_seconds
+    )
+
+
+@dataclass
+class Plan:
+    """What a render will produce: the appearance, the motion [T,542] and the number of frames."""
+
+    appearance: Appearance
+    motion: torch.Tensor
+    factors: dict[str, Factor]
+    source: AppearanceInput | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.motion.shape[0])
+
+
+def plan(
+    engine: Engine, appearance, audio, drivers: dict[str, Driver | None], settings: RenderSettings, align: str = "none"
+) -> Plan:
+    """Encodes everything and assembles the motion. ``drivers`` maps pose / eye / expression to a
+    :class:`Driver` or None (factor off). Drivers that share one source object are read once.
+    ``align`` applies to the appearance image (see :class:`Driver`)."""
+    bad = [k for k in drivers if k not in DRIVER_HEADS]
+    if bad:
+        raise InputError(f"unknown driver factor(s) {bad}; use {DRIVER_HEADS}")
+    source = load_appearance_image(appearance, align=align)
+    windows = mouth_windows(audio, settings)  # cheap checks before the first network runs
+    app = engine.encode_appearance(source.tensor)
+    num = windows.shape[0]
+    factors: dict[str, Factor] = {}
+    if settings.strengths.get("mouth", 1.0) != 0:
+        factors["mouth"] = engine.encode_mouth(windows, fps=settings.fps)
+    groups: dict[int, tuple[Driver, list[str]]] = {}
+    for head, drv in drivers.items():
+        if drv is not None and settings.strengths.get(head, 1.0) != 0:
+            groups.setdefault(id(drv), (drv, []))[1].append(head)
+    for drv, heads in groups.values():
+        t0 = time.perf_counter()
+        factors.update(encode_driver(engine, drv, heads, num, settings))
+        log.info("encoded %s from %s in %.1f s", "/".join(heads), getattr(drv, "source", "?"), time.perf_counter() - t0)
+    strong = {
+        k: v
+        for k, v in settings.strengths.items()
+        if k in factors and isinstance(v, (int, float)) and abs(v) > STRENGTH_WARN
+    }
+    if strong:
+        log.warning(
+            "factor strength(s) %s are far above 1: the generator saturates and the frames stop looking "
+            "like a face (official strengths are 1)",
+            strong,
+        )
+    scaled = {k: _scaled(k, f, settings.strengths.get(k, 1.0)) for k, f in factors.items()}
+    motion = assemble_motion(
+        num, **scaled, fit=settings.fit, post=settings.post, blink=settings.blink, gaze=settings.gaze
+    )
+    return Plan(app, motion, factors, source)
+
+
+def _scaled(kind: str, f: Factor, strength) -> Factor:
+    if strength == 1.0:
+        return f
     try:
-        import psutil
-
-        return psutil.virtual_memory().available / 2**20
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (ValueError, OSError, AttributeError):
-        return float(GENERATOR_MIB_PER_FRAME[torch.float32] * OFFICIAL_BATCH * 4)
+        return scale(f, strength)
+    except InputError as e:
+        raise InputError(f"{kind} strength {strength!r}: {e}") from None
 
 
-def auto_batch_size(
-    device="cpu", dtype: torch.dtype | str = torch.float32, *, max_batch: int | None = None, fraction: float = 0.5
-) -> int:
-    """A generator batch size for :meth:`Engine.generate` from the memory free on ``device`` now.
-
-    Uses ``fraction`` of the free memory at :data:`GENERATOR_MIB_PER_FRAME` per frame, rounded down
-    to a power of two, between 1 and ``max_batch`` (default :data:`AUTO_MAX_BATCH`: 8 on CPU, 64 on
-    CUDA). ``dtype``: the engine's precision (torch dtype or ``fp32`` / ``fp16`` / ``bf16``)."""
-    device = torch.device(device)
-    if isinstance(dtype, str):
-        dtype = resolve_precision(dtype, device)
-    cap = int(max_batch) if max_batch is not None else AUTO_MAX_BATCH.get(device.type, OFFICIAL_BATCH)
-    if cap < 1:
-        raise InputError(f"max_batch must be >= 1, got {max_batch!r}")
-    per_frame = GENERATOR_MIB_PER_FRAME.get(dtype, GENERATOR_MIB_PER_FRAME[torch.float32])
-    fits = int(free_memory_mib(device) * fraction // per_frame)
-    n = 1
-    while n * 2 <= min(fits, cap):
-        n *= 2
-    return n
-
-
-class Engine:
-    """Runs the PD-FGC networks.
-
-    ``models`` stay in float32; ``precision`` other than fp32 uses autocast on CUDA (fp16/bf16) with a
-    fallback to fp32 for any generator batch that comes out non-finite. ``impl`` selects the
-    generator path: ``"fast"`` (default) or ``"reference"`` (the official grouped-convolution math).
-    ``compile=True`` runs the generator through ``torch.compile`` where it works (the first batch of
-    each shape compiles, minutes on CPU); if compiling fails the engine logs it and runs eagerly.
-    """
-
-    def __init__(
-        self, models: PDFGCModels, device=None, precision: str = "fp32", impl: str = "fast", compile: bool = False
+def frames_u8(
+    engine: Engine,
+    p: Plan,
+    settings: RenderSettings,
+    paste_back: bool = False,
+    progress: Callable[[int], None] | None = None,
+    check_interrupt: Callable[[], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Generated frames as uint8 RGB chunks: [b,224,224,3] (official truncating conversion), or with
+    ``paste_back`` (needs an aligned appearance) the full original picture [b,H,W,3] with the face
+    blended in."""
+    if paste_back and (p.source is None or p.source.crop_info is None):
+        raise InputError("paste-back needs an aligned appearance image: set an alignment backend (e.g. dlib)")
+    for chunk in engine.generate(
+        p.appearance,
+        p.motion,
+        batch_size=settings.batch_size,
+        noise=settings.noise,
+        progress=progress,
+        check_interrupt=check_interrupt,
     ):
-        self.models = models
-        self.device = torch.device(device) if device is not None else models.device
-        self.dtype = resolve_precision(precision, self.device)
-        if impl not in ("fast", "reference"):
-            raise InputError(f"generator implementation {impl!r} is not 'fast' or 'reference'")
-        self.impl = impl
-        models.to(self.device)
-        self._generator = models.generator
-        if compile:
-            if hasattr(torch, "compile"):
-                self._generator = torch.compile(models.generator)
-            else:
-                log.warning(
-                    "torch.compile is not available in torch %s; running the generator eagerly", torch.__version__
-                )
+        u8 = images.network_to_u8(chunk)
+        if paste_back:
+            from .faces import paste_back as paste
 
-    def auto_batch_size(self, max_batch: int | None = None) -> int:
-        """:func:`auto_batch_size` for this engine's device and precision."""
-        return auto_batch_size(self.device, self.dtype, max_batch=max_batch)
-
-    # ------------------------------------------------------------------ helpers
-    def _autocast(self):
-        enabled = self.dtype != torch.float32 and self.device.type == "cuda"
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=enabled)
-
-    def _run_generator(self, id_map, style, noise_maps) -> torch.Tensor:
-        try:
-            return self._generator(id_map, style, impl=self.impl, noise=noise_maps)
-        except (InputError, torch.cuda.OutOfMemoryError):
-            raise
-        except Exception as e:  # compile errors surface at the first call
-            if self._generator is self.models.generator:
-                raise
-            log.warning(
-                "torch.compile failed (%s: %s); running the generator eagerly",
-                type(e).__name__,
-                str(e).splitlines()[0][:200] if str(e) else "",
-            )
-            self._generator = self.models.generator
-            return self._generator(id_map, style, impl=self.impl, noise=noise_maps)
-
-    def _in(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.device, torch.float32, non_blocking=True)
-
-    @staticmethod
-    def _check_images(x: torch.Tensor, name: str) -> None:
-        if not torch.is_tensor(x) or x.dim() != 4 or tuple(x.shape[1:]) != (3, 224, 224):
-            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise InputError(f"{name}: expected network images [B,3,224,224], got {shape}")
-        if x.shape[0] == 0:
-            raise InputError(f"{name}: the image batch is empty; give at least one frame")
-
-    # ------------------------------------------------------------------ encoders
-    @torch.inference_mode()
-    def encode_appearance(self, image: torch.Tensor) -> Appearance:
-        """``image`` [1,3,224,224] float32 -1..1 (the first image is used if B > 1)."""
-        self._check_images(image, "appearance image")
-        with self._autocast():
-            vec, idmap = self.models.appearance(self._in(image[:1]))
-        return Appearance(vec.float().cpu(), idmap.float().cpu())
-
-    @torch.inference_mode()
-    def encode_mouth(
-        self,
-        windows: torch.Tensor,
-        fps: float = 25.0,
-        batch_size: int = OFFICIAL_BATCH,
-        progress: Callable[[int], None] | None = None,
-    ) -> Factor:
-        """Mel windows [T,1,80,20] -> mouth factor [T,500] (raw, before the official x1.5 and smoothing).
-
-        ``batch_size`` 8 reproduces the official batching exactly; other sizes move results by ~5e-6."""
-        check_batch(windows, (1, 80, 20), "audio windows", "make them with pdfgc_core.audio.audio_to_windows.")
-        out = []
-        for s in range(0, windows.shape[0], batch_size):
-            with self._autocast():
-                out.append(self.models.audio(self._in(windows[s : s + batch_size])).float().cpu())
-            if progress:
-                progress(out[-1].shape[0])
-        return Factor("mouth", torch.cat(out), fps=fps)
-
-    @torch.inference_mode()
-    def encode_drivers(
-        self,
-        images: torch.Tensor | Iterable[torch.Tensor],
-        heads: Sequence[str] = DRIVER_HEADS,
-        fps: float = 25.0,
-        batch_size: int = 16,
-        progress: Callable[[int], None] | None = None,
-    ) -> dict[str, Factor]:
-        """Driving frames -> raw factors ``{head: Factor [N,D]}`` for the requested heads only.
-
-        ``images``: [N,3,224,224] float32 -1..1, or an iterable of such chunks (streaming: only the
-        embeddings are kept). Each frame is encoded once whatever the number of heads."""
-        heads = tuple(heads)
-        bad = [h for h in heads if h not in DRIVER_HEADS]
-        if bad or not heads:
-            raise InputError(f"driver heads {heads}: choose from {DRIVER_HEADS}")
-        chunks = [images] if torch.is_tensor(images) else images
-        acc: dict[str, list[torch.Tensor]] = {h: [] for h in heads}
-        n = 0
-        for chunk in chunks:
-            self._check_images(chunk, "driving frames")
-            for s in range(0, chunk.shape[0], batch_size):
-                with self._autocast():
-                    res = self.models.motion(self._in(chunk[s : s + batch_size]), heads=heads)
-                for h in heads:
-                    acc[h].append(res[h].float().cpu())
-                if progress:
-                    progress(min(batch_size, chunk.shape[0] - s))
-            n += chunk.shape[0]
-        if n == 0:
-            raise InputError("driving frames: no frames were given; give at least one frame")
-        return {h: Factor(h, torch.cat(acc[h]), fps=fps) for h in heads}
-
-    # ------------------------------------------------------------------ generator
-    @staticmethod
-    def style(appearance: Appearance, motion: torch.Tensor) -> torch.Tensor:
-        """[T,2590] = [appearance id_vector 2048 | motion 542] per frame."""
-        if motion.dim() != 2 or motion.shape[1] != MOTION_DIM:
-            raise InputError(
-                f"motion: expected [T,{MOTION_DIM}] ({' | '.join(MOTION_ORDER)}), got {tuple(motion.shape)}"
-            )
-        if not bool(torch.isfinite(motion).all()):
-            raise InputError("motion: contains NaN or infinite values; check the factor strengths and inputs")
-        return torch.cat([appearance.id_vector.expand(motion.shape[0], -1), motion.float()], dim=1)
-
-    @torch.inference_mode()
-    def generate(
-        self,
-        appearance: Appearance,
-        motion: torch.Tensor,
-        *,
-        batch_size: int = OFFICIAL_BATCH,
-        noise: torch.Generator | int | None = None,
-        progress: Callable[[int], None] | None = None,
-        check_interrupt: Callable[[], None] | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """Yields frames in chunks of ``batch_size``: [b,3,224,224] float32 CPU, -1..1 RGB.
-
-        ``noise``: None uses the checkpoint's stored noise maps (deterministic, the parity default);
-        an int or ``torch.Generator`` draws seeded noise once for the whole clip."""
-        self.style(appearance, motion[:0])  # checks the shape; the style is built per batch
-        if motion.shape[0] == 0:
-            raise InputError("motion: zero frames to generate")
-        if not bool(torch.isfinite(motion).all()):
-            raise InputError("motion: contains NaN or infinite values; check the factor strengths and inputs")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        noise_maps = self._noise(noise)
-        id_map = self._in(appearance.id_map)
-        for s in range(0, motion.shape[0], batch_size):
-            if check_interrupt:
-                check_interrupt()
-            st = self._in(self.style(appearance, motion[s : s + batch_size]))
-            with self._autocast():
-                img = self._run_generator(id_map, st, noise_maps)
-            img = img.float()
-            if self.dtype != torch.float32 and not bool(torch.isfinite(img).all()):
-                log.warning(
-                    "generator produced non-finite values in %s; recomputing frames %d-%d in fp32",
-                    self.dtype,
-                    s,
-                    s + st.shape[0] - 1,
-                )
-                img = self._run_generator(id_map, st, noise_maps).float()
-            if not bool(torch.isfinite(img).all()):
-                raise InputError(
-                    f"the generator produced NaN/inf for frames {s}-{s + st.shape[0] - 1}: the style (largest |value| "
-                    f"{float(st.abs().max()):.3g}) is far outside what the network was trained on. Lower the factor "
-                    f"strengths (a few units at most) or check the appearance and factor inputs."
-                )
-            yield img.cpu()
-            if progress:
-                progress(st.shape[0])
-
-    def _noise(self, noise):
-        if noise is None:
-            return None
-        g = noise if isinstance(noise, torch.Generator) else torch.Generator().manual_seed(int(noise))
-        return [n.to(self.device) for n in self.models.generator.draw_noise(g)]
-
-    def generate_all(self, appearance: Appearance, motion: torch.Tensor, **kw) -> torch.Tensor:
-        """All frames at once: [T,3,224,224] float32 (memory grows with T; prefer ``generate``)."""
-        return torch.cat(list(self.generate(appearance, motion, **kw)))
+            full, _ = paste(p.source.original[None], u8, p.source.crop_info)
+            u8 = np.clip(np.rint(full * 255), 0, 255).astype(np.uint8)
+        yield u8

@@ -31,8 +31,8 @@ from pdfgc_core.checkpoints import (
     save_safetensors,
 )
 from pdfgc_core.cli import main as cli_main
+from pdfgc_core.engine import MOTION_DIM, Engine
 from pdfgc_core.images import network_to_u8
-from pdfgc_core.pipeline import MOTION_DIM, Engine
 
 # --------------------------------------------------------------------------- helpers
 

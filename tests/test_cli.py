@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pdfgc_core import cli, media, render, synthetic
-from pdfgc_core.pipeline import Engine
+from pdfgc_core import cli, media, pipeline, synthetic
+from pdfgc_core.engine import Engine
 
 SECONDS = 0.4
 
@@ -37,11 +37,11 @@ def test_demo_renders_sample_with_sound_equal_to_core(no_checkpoint, tmp_path, c
     assert code == 0, err
     assert "SYNTHETIC" in err and "models/pdfgc" in err  # loud, and says where checkpoints go
 
-    settings = render.RenderSettings(max_seconds=SECONDS)
+    settings = pipeline.RenderSettings(max_seconds=SECONDS)
     engine = Engine(_models(), device="cpu")
-    drivers = {k: render.Driver(str(cli.SAMPLES / "drivers" / k)) for k in ("pose", "eye", "expression")}
-    plan = render.plan(engine, str(cli.SAMPLES / "anne.png"), str(cli.SAMPLES / "speech.mp3"), drivers, settings)
-    want = np.concatenate(list(render.frames_u8(engine, plan, settings)))
+    drivers = {k: pipeline.Driver(str(cli.SAMPLES / "drivers" / k)) for k in ("pose", "eye", "expression")}
+    plan = pipeline.plan(engine, str(cli.SAMPLES / "anne.png"), str(cli.SAMPLES / "speech.mp3"), drivers, settings)
+    want = np.concatenate(list(pipeline.frames_u8(engine, plan, settings)))
 
     pngs = sorted(frames_dir.glob("*.png"))
     assert len(pngs) == len(want) == plan.num_frames > 0

@@ -22,7 +22,7 @@ from pdfgc_core import audio as core_audio
 from pdfgc_core import factors as F
 from pdfgc_core import images
 from pdfgc_core.checkpoints import load_models
-from pdfgc_core.pipeline import Engine
+from pdfgc_core.engine import Engine
 
 pytestmark = pytest.mark.comfyui
 
@@ -198,7 +198,7 @@ def test_example_workflow_runs_and_equals_core(server, object_info, engine, path
     if any(
         n["class_type"] == "PDFGC_EncodeLips" for n in prompt.values()
     ):  # the sound for the video starts 0.08 s in, lined up with the lips
-        from pdfgc_core.render import AUDIO_LEAD_SECONDS
+        from pdfgc_core.pipeline import AUDIO_LEAD_SECONDS
 
         lips = node_of(prompt, "PDFGC_EncodeLips")
         loaded = taps[f"tap_{prompt[lips]['inputs']['audio'][0]}_0"]

@@ -28,11 +28,10 @@ from pdfgc_core.checkpoints import (
     FORMAT_NAME,
     FORMAT_VERSION,
     OFFICIAL_FILES,
-    _clean,
-    _model_keys,
     build_network,
     load_models,
 )
+from pdfgc_core.checkpoints.validate import _clean, _model_keys
 
 FUZZ = settings(
     max_examples=40,

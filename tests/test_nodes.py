@@ -24,10 +24,10 @@ from nodes import factors as factor_nodes
 from nodes import models as model_nodes
 from pdfgc_core import audio as core_audio  # noqa: E402
 from pdfgc_core import factors as F
-from pdfgc_core import images, media, render
+from pdfgc_core import images, media, pipeline
 from pdfgc_core.checkpoints import INSTALL_HINT, load_models  # noqa: E402
+from pdfgc_core.engine import Appearance, Engine  # noqa: E402
 from pdfgc_core.errors import CheckpointError, InputError, MediaError  # noqa: E402
-from pdfgc_core.pipeline import Appearance, Engine  # noqa: E402
 
 OUR_NODES = {
     k: v
@@ -365,12 +365,12 @@ def test_encode_appearance_equals_core_from_the_file(handle, engine, portrait):
 
 def test_encode_lips_equals_core(handle, engine, speech, comfy):
     mouth, count, fps, synced = encode.PDFGC_EncodeLips().encode(handle, speech, 25.0, "official", 0.4)
-    windows = render.mouth_windows(SAMPLES / "speech.mp3", render.RenderSettings(max_seconds=0.4))
+    windows = pipeline.mouth_windows(SAMPLES / "speech.mp3", pipeline.RenderSettings(max_seconds=0.4))
     ref = engine.encode_mouth(windows, fps=25.0)
     assert same(mouth, ref) and count == len(ref) == 7 and fps == 25.0
     assert comfy.bars[-1].value == comfy.bars[-1].total == count
     # the sound for the video starts 2 frames (0.08 s) in, as the official videos and the CLI
-    lead = round(render.AUDIO_LEAD_SECONDS * speech["sample_rate"])
+    lead = round(pipeline.AUDIO_LEAD_SECONDS * speech["sample_rate"])
     assert lead == round(2 / 25 * 44100) and synced["sample_rate"] == speech["sample_rate"]
     assert torch.equal(synced["waveform"], speech["waveform"][..., lead:])
     mouth30, count30, _, _ = encode.PDFGC_EncodeLips().encode(handle, speech, 30.0, "official", 0.4)
@@ -425,7 +425,7 @@ def test_driver_node_reproduces_the_official_frame_folder(handle, engine, tmp_pa
     files = media.list_frame_files(SAMPLES / "drivers" / "expression")[:10]
     for f in files:
         (folder / f.name).write_bytes(f.read_bytes())
-    ref = render.encode_driver(engine, render.Driver(folder), ("expression",), 100, render.RenderSettings())
+    ref = pipeline.encode_driver(engine, pipeline.Driver(folder), ("expression",), 100, pipeline.RenderSettings())
     frames = comfy_image(np.stack([images.read_image(f) for f in files]))
     (expr,) = encode.PDFGC_EncodeExpression().encode(handle, frames, "official", 2, 25.0)
     assert same(expr, ref["expression"]) and len(expr) == 8

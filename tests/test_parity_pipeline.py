@@ -18,9 +18,9 @@ from conftest import fixture_files, parity_dir
 
 from pdfgc_core import audio, images
 from pdfgc_core.checkpoints import load_models
+from pdfgc_core.engine import Engine
 from pdfgc_core.factors import assemble_motion, fit_length
-from pdfgc_core.pipeline import Engine
-from pdfgc_core.render import Driver, RenderSettings, encode_driver
+from pdfgc_core.pipeline import Driver, RenderSettings, encode_driver
 
 TOL = 1e-4
 SETTINGS = {  # fixture "setting" -> (mouth, expression, eye, pose, blink, gaze)

@@ -20,10 +20,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from pdfgc_core import InputError, MediaError, cli, images, render
+from pdfgc_core import InputError, MediaError, cli, images, pipeline
 from pdfgc_core import audio as A
+from pdfgc_core.engine import MOTION_DIM, Engine
 from pdfgc_core.factors import Factor, PostProcess, assemble_motion
-from pdfgc_core.pipeline import MOTION_DIM, Engine
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
@@ -69,8 +69,8 @@ def portrait() -> np.ndarray:
     return images.read_image(SAMPLES / "anne.png")
 
 
-def settings(**kw) -> render.RenderSettings:
-    return render.RenderSettings(**kw)
+def settings(**kw) -> pipeline.RenderSettings:
+    return pipeline.RenderSettings(**kw)
 
 
 def sample_folder(tmp_path: Path, n: int, name="pose") -> Path:
@@ -86,27 +86,27 @@ def sample_folder(tmp_path: Path, n: int, name="pose") -> Path:
 
 def test_silent_audio(engine):
     with pytest.raises(InputError, match="silent.*zero the mouth factor"):
-        render.plan(engine, portrait(), (np.zeros((1, 8000), np.float32), SR), {}, settings())
+        pipeline.plan(engine, portrait(), (np.zeros((1, 8000), np.float32), SR), {}, settings())
     with pytest.raises(InputError, match="silent"):  # -90 dBFS hiss is silence too
-        render.plan(engine, portrait(), (speech(amp=3e-5), SR), {}, settings())
+        pipeline.plan(engine, portrait(), (speech(amp=3e-5), SR), {}, settings())
 
 
 def test_audio_shorter_than_one_frame(engine):
     with pytest.raises(InputError, match=r"0\.100 s long.*at least 0\.12"):
-        render.plan(engine, portrait(), (speech(0.1), SR), {}, settings())
-    assert render.mouth_windows((speech(0.121), SR), settings()).shape[0] == 1  # just enough: one frame
+        pipeline.plan(engine, portrait(), (speech(0.1), SR), {}, settings())
+    assert pipeline.mouth_windows((speech(0.121), SR), settings()).shape[0] == 1  # just enough: one frame
 
 
 def test_clipped_audio_warns_and_renders(engine):
     loud = np.clip(speech(amp=3.0), -1, 1)
     with pytest.warns(A.AudioWarning, match="clipped"):
-        p = render.plan(engine, portrait(), (loud, SR), {}, settings())
+        p = pipeline.plan(engine, portrait(), (loud, SR), {}, settings())
     assert p.num_frames == 5 and bool(torch.isfinite(p.motion).all())
 
 
 def test_dc_offset_warns_and_renders(engine):
     with pytest.warns(A.AudioWarning, match="DC offset"):
-        w = render.mouth_windows((speech(dc=0.3), SR), settings())
+        w = pipeline.mouth_windows((speech(dc=0.3), SR), settings())
     assert w.shape == (5, 1, 80, 20)
     dc_free = A.audio_to_windows(speech(dc=0.3), SR, remove_dc=True)
     assert torch.allclose(dc_free, A.audio_to_windows(speech(), SR), atol=2e-3)
@@ -115,11 +115,11 @@ def test_dc_offset_warns_and_renders(engine):
 @pytest.mark.parametrize("sr,channels", [(8000, 1), (48000, 1), (44100, 2), (16000, 2)])
 def test_other_rates_and_stereo_give_the_right_frame_count(tmp_path, sr, channels):
     path = write_wav(tmp_path / "s.wav", speech(0.3, sr, channels), sr)
-    w = render.mouth_windows(path, settings())
+    w = pipeline.mouth_windows(path, settings())
     n16 = math.ceil(round(0.3 * sr) * SR / sr)
     assert w.shape == (A.num_output_frames(n16), 1, 80, 20) == (5, 1, 80, 20)
     assert bool(torch.isfinite(w).all())
-    mono = render.mouth_windows((speech(0.3, SR, 1), SR), settings())
+    mono = pipeline.mouth_windows((speech(0.3, SR, 1), SR), settings())
     low = slice(0, 60)  # mel bins below 4 kHz, which 8 kHz audio cannot carry
     assert float((w - mono)[:, :, low].abs().mean()) < 0.05  # same speech, other rate / layout: same mel
 
@@ -130,14 +130,14 @@ def test_corrupt_audio_file(tmp_path, engine):
     (tmp_path / "junk.mp3").write_bytes(os.urandom(3000))
     for name in ("trunc.wav", "junk.mp3"):
         with pytest.raises(MediaError, match=name):
-            render.plan(engine, portrait(), tmp_path / name, {}, settings())
+            pipeline.plan(engine, portrait(), tmp_path / name, {}, settings())
     with pytest.raises(MediaError, match="does not exist"):
-        render.mouth_windows(tmp_path / "none.wav", settings())
+        pipeline.mouth_windows(tmp_path / "none.wav", settings())
 
 
 def test_overflowing_sample_values(engine):
     with pytest.raises(InputError, match="far outside"):
-        render.mouth_windows((speech() * 1e30, SR), settings())
+        pipeline.mouth_windows((speech() * 1e30, SR), settings())
 
 
 # --------------------------------------------------------------------------- images
@@ -163,12 +163,12 @@ def test_grayscale_rgba_16bit_images(tmp_path, engine):
     cv2.imwrite(str(tmp_path / "gray.png"), gray)
     cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([rgb[..., ::-1], np.full(gray.shape, 7, np.uint8)]))
     cv2.imwrite(str(tmp_path / "deep.png"), rgb[..., ::-1].astype(np.uint16) * 257)
-    ref = render.load_appearance_image(rgb).tensor
-    got = {n: render.load_appearance_image(tmp_path / f"{n}.png").tensor for n in ("gray", "rgba", "deep")}
+    ref = pipeline.load_appearance_image(rgb).tensor
+    got = {n: pipeline.load_appearance_image(tmp_path / f"{n}.png").tensor for n in ("gray", "rgba", "deep")}
     assert all(t.shape == (1, 3, 224, 224) for t in got.values())
     assert torch.equal(got["rgba"], ref) and torch.equal(got["deep"], ref)  # alpha dropped; high byte kept
     assert torch.equal(got["gray"][:, 0], got["gray"][:, 1])  # grey replicated to 3 channels
-    assert torch.equal(render.load_appearance_image(rgb.astype(np.uint16) * 257).tensor, ref)  # 16-bit array
+    assert torch.equal(pipeline.load_appearance_image(rgb.astype(np.uint16) * 257).tensor, ref)  # 16-bit array
     comfy = torch.from_numpy(gray).float()[None, ..., None] / 255
     assert images.comfy_to_u8(comfy).shape == (1, 224, 224, 3)
     rgba = torch.cat([torch.from_numpy(rgb).float()[None] / 255, torch.zeros(1, 224, 224, 1)], -1)
@@ -179,22 +179,22 @@ def test_grayscale_rgba_16bit_images(tmp_path, engine):
 
 def test_non_three_channel_appearance(engine):
     with pytest.raises(InputError, match=r"expected RGB uint8 \[H, W, 3\], got shape \(224, 224, 2\)"):
-        render.load_appearance_image(np.zeros((224, 224, 2), np.uint8))
+        pipeline.load_appearance_image(np.zeros((224, 224, 2), np.uint8))
     with pytest.raises(InputError, match="2 channels"):
         images.comfy_to_u8(torch.zeros(1, 224, 224, 2))
     with pytest.raises(InputError, match=r"appearance image: expected network images \[B,3,224,224\]"):
         engine.encode_appearance(torch.zeros(1, 4, 224, 224))
     with pytest.raises(InputError, match="dtype float32"):
-        render.load_appearance_image(np.zeros((224, 224, 3), np.float32))
+        pipeline.load_appearance_image(np.zeros((224, 224, 3), np.float32))
 
 
 # --------------------------------------------------------------------------- drivers and factors
 
 
 def test_short_driver_is_looped(engine):
-    drv = render.Driver(frames(3))
+    drv = pipeline.Driver(frames(3))
     s = settings(post=PostProcess.none())
-    p = render.plan(engine, portrait(), (speech(), SR), {"pose": drv}, s)
+    p = pipeline.plan(engine, portrait(), (speech(), SR), {"pose": drv}, s)
     assert p.num_frames == 5 and p.factors["pose"].num_frames == 3
     pose = p.motion[:, -6:]
     assert torch.equal(pose[3], pose[0]) and torch.equal(pose[4], pose[1])  # official cycling: i mod 3
@@ -204,33 +204,33 @@ def test_short_driver_is_looped(engine):
 def test_official_frame_folder_too_short(tmp_path, engine):
     d = sample_folder(tmp_path, 5)
     with pytest.raises(InputError, match=r"has 5 frame file\(s\).*at least 10.*skip_first=0"):
-        render.plan(engine, portrait(), (speech(), SR), {"pose": render.Driver(d)}, settings())
-    p = render.plan(engine, portrait(), (speech(), SR), {"pose": render.Driver(d, skip_first=0)}, settings())
+        pipeline.plan(engine, portrait(), (speech(), SR), {"pose": pipeline.Driver(d)}, settings())
+    p = pipeline.plan(engine, portrait(), (speech(), SR), {"pose": pipeline.Driver(d, skip_first=0)}, settings())
     assert p.factors["pose"].num_frames == 5 and p.num_frames == 5
     d3 = sample_folder(tmp_path, 2, "two")
     with pytest.raises(InputError, match="none left after skipping 3"):
-        render.plan(engine, portrait(), (speech(), SR), {"pose": render.Driver(d3, skip_first=3)}, settings())
+        pipeline.plan(engine, portrait(), (speech(), SR), {"pose": pipeline.Driver(d3, skip_first=3)}, settings())
 
 
 def test_empty_or_missing_driver_folder(tmp_path, engine):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no frames here")
     with pytest.raises(MediaError, match="holds no image files"):
-        render.plan(engine, portrait(), (speech(), SR), {"eye": render.Driver(tmp_path / "empty")}, settings())
+        pipeline.plan(engine, portrait(), (speech(), SR), {"eye": pipeline.Driver(tmp_path / "empty")}, settings())
     with pytest.raises(MediaError, match="does not exist"):
-        render.plan(engine, portrait(), (speech(), SR), {"eye": render.Driver(tmp_path / "gone")}, settings())
+        pipeline.plan(engine, portrait(), (speech(), SR), {"eye": pipeline.Driver(tmp_path / "gone")}, settings())
     with pytest.raises(InputError, match="none left|no frames"):
-        render.plan(engine, portrait(), (speech(), SR), {"eye": render.Driver(frames(0))}, settings())
+        pipeline.plan(engine, portrait(), (speech(), SR), {"eye": pipeline.Driver(frames(0))}, settings())
 
 
 def test_mismatched_factor_lengths_follow_the_fit_policy(engine):
     """The audio decides the length; every driver is fitted to it (read only as far as needed)."""
     drivers = {
-        "pose": render.Driver(frames(3, 1)),
-        "eye": render.Driver(frames(2, 2)),
-        "expression": render.Driver(frames(9, 3)),
+        "pose": pipeline.Driver(frames(3, 1)),
+        "eye": pipeline.Driver(frames(2, 2)),
+        "expression": pipeline.Driver(frames(9, 3)),
     }
-    p = render.plan(engine, portrait(), (speech(), SR), drivers, settings(fit="pingpong", post=PostProcess.none()))
+    p = pipeline.plan(engine, portrait(), (speech(), SR), drivers, settings(fit="pingpong", post=PostProcess.none()))
     assert p.num_frames == 5 and p.motion.shape == (5, MOTION_DIM)
     assert {k: f.num_frames for k, f in p.factors.items()} == {"mouth": 5, "pose": 3, "eye": 2, "expression": 5}
     assert torch.equal(p.motion[:, -6:], p.factors["pose"].values[[0, 1, 2, 1, 0]])
@@ -239,28 +239,28 @@ def test_mismatched_factor_lengths_follow_the_fit_policy(engine):
         m = assemble_motion(5, **p.factors, fit=fit, post=PostProcess.none())
         assert torch.equal(m[:, -6:], p.factors["pose"].values[idx])
     with pytest.raises(InputError, match="fit mode 'stretch'"):
-        render.plan(engine, portrait(), (speech(), SR), drivers, settings(fit="stretch"))
+        pipeline.plan(engine, portrait(), (speech(), SR), drivers, settings(fit="stretch"))
 
 
 def test_extreme_factor_strengths(engine, caplog):
-    drv = render.Driver(frames(2))
+    drv = pipeline.Driver(frames(2))
     s = settings(strengths={"mouth": 1.0, "expression": 1.0, "eye": 1.0, "pose": 1e6})
     with caplog.at_level(logging.WARNING, logger="pdfgc"):
-        p = render.plan(engine, portrait(), (speech(0.13), SR), {"pose": drv}, s)
+        p = pipeline.plan(engine, portrait(), (speech(0.13), SR), {"pose": drv}, s)
     assert "far above 1" in caplog.text and "'pose': 1000000.0" in caplog.text
-    frame = next(render.frames_u8(engine, p, settings(batch_size=1)))  # saturated, but finite pixels
+    frame = next(pipeline.frames_u8(engine, p, settings(batch_size=1)))  # saturated, but finite pixels
     assert frame.shape == (1, 224, 224, 3) and frame.dtype == np.uint8
-    app = engine.encode_appearance(render.load_appearance_image(portrait()).tensor)
+    app = engine.encode_appearance(pipeline.load_appearance_image(portrait()).tensor)
     motion = torch.full((1, MOTION_DIM), 3e37)  # finite, but the generator's arithmetic overflows
     with pytest.raises(InputError, match="NaN/inf for frames 0-0.*Lower the factor strengths"):
         next(engine.generate(app, motion))
     s.strengths["pose"] = 1e300  # overflows float32 when applied
     with pytest.raises(InputError, match="pose strength 1e\\+300"):
-        render.plan(engine, portrait(), (speech(0.13), SR), {"pose": drv}, s)
+        pipeline.plan(engine, portrait(), (speech(0.13), SR), {"pose": drv}, s)
     for bad in (float("nan"), float("inf")):
         s.strengths["pose"] = bad
         with pytest.raises(InputError, match="strength"):
-            render.plan(engine, portrait(), (speech(0.13), SR), {"pose": drv}, s)
+            pipeline.plan(engine, portrait(), (speech(0.13), SR), {"pose": drv}, s)
 
 
 def test_nan_in_a_factor(engine):
@@ -270,7 +270,7 @@ def test_nan_in_a_factor(engine):
         Factor("pose", v)
     motion = torch.zeros(2, MOTION_DIM)
     motion[1, 7] = float("nan")
-    app = engine.encode_appearance(render.load_appearance_image(portrait()).tensor)
+    app = engine.encode_appearance(pipeline.load_appearance_image(portrait()).tensor)
     with pytest.raises(InputError, match="motion: contains NaN"):
         next(engine.generate(app, motion))
     with pytest.raises(InputError, match="NaN"):
@@ -398,7 +398,7 @@ def test_failed_or_interrupted_render_leaves_nothing_and_frees_memory(cli_env, c
     final.unlink()
     base_rss, base_tensors = rss_mb(), live_tensor_mb()
 
-    real = render.frames_u8
+    real = pipeline.frames_u8
 
     def failing(*a, **kw):
         for i, chunk in enumerate(real(*a, **kw)):
@@ -406,7 +406,7 @@ def test_failed_or_interrupted_render_leaves_nothing_and_frees_memory(cli_env, c
                 raise failure(*message)  # a fresh exception: a stored one would keep its traceback alive
             yield chunk
 
-    monkeypatch.setattr(render, "frames_u8", failing)
+    monkeypatch.setattr(pipeline, "frames_u8", failing)
     argv = _base(env, **{"--batch-size": "1", "--seconds": "0.2"})  # fails after 1 of 2 frames
     figures = []
     for failure, message in (
@@ -434,7 +434,7 @@ def test_failed_or_interrupted_render_leaves_nothing_and_frees_memory(cli_env, c
 
 
 def test_progress_callback_exception_stops_generation(engine):
-    app = engine.encode_appearance(render.load_appearance_image(portrait()).tensor)
+    app = engine.encode_appearance(pipeline.load_appearance_image(portrait()).tensor)
     motion = torch.zeros(4, MOTION_DIM)
     before = live_tensor_mb()
     calls = []

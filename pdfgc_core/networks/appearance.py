@@ -13,6 +13,7 @@ from .blocks import IMAGE_HINT, check_batch, conv1x1, conv3x3
 # Checkpoint keys this module does not hold: the 5995-way identity classifier (skipped by the
 # official loader) and the ImageNet classifier of the trunk (loaded there, never called).
 UNUSED_CHECKPOINT_PREFIXES = ("fc.", "model.fc.")
+UNUSED_CHECKPOINT_PARTS = ()
 
 
 class Bottleneck(nn.Module):

@@ -9,7 +9,9 @@ from torch import nn
 
 from .blocks import check_batch, conv1x1, conv3x3
 
-UNUSED_CHECKPOINT_PREFIXES = ()
+# Keys of the training-time expression branch and top-level classifiers, never used by inference.
+UNUSED_CHECKPOINT_PREFIXES = ("fc",)
+UNUSED_CHECKPOINT_PARTS = ("model.layer4_exp", "model.attention_exp", "model.fc_exp", "exp_embed")
 
 N_MELS, N_STEPS = 80, 20
 

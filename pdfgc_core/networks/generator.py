@@ -26,6 +26,7 @@ INITIAL_SIZE = 7
 CHANNELS = {7: 512, 14: 512, 28: 512, 56: 512, 112: 256, 224: 128}
 NUM_NOISES = 11
 UNUSED_CHECKPOINT_PREFIXES = ("style.", "input.")
+UNUSED_CHECKPOINT_PARTS = ()
 
 _RESOLUTIONS = sorted(CHANNELS)[1:]  # 14 .. 224, one upsampling block each
 NOISE_SIZES = (INITIAL_SIZE,) + tuple(r for r in _RESOLUTIONS for _ in range(2))

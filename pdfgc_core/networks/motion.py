@@ -16,6 +16,8 @@ from .blocks import IMAGE_HINT, check_batch, conv1x1, conv3x3
 # Checkpoint keys this module does not hold: the mouth head (computed and discarded, or never
 # called, by the official code).
 UNUSED_CHECKPOINT_PREFIXES = ("to_mouth.", "mouth_embed.")
+# ... and the classifier / feature heads that training checkpoints carry beside the used ones.
+UNUSED_CHECKPOINT_PARTS = ("mouth_fc", "headpose_fc", "classifier", "to_feature", "to_embed")
 
 # user-facing head name -> (official feature MLP, official embedding layer, output size)
 HEADS = {

@@ -7,9 +7,9 @@ import functools
 import pytest
 import torch
 
-from pdfgc_core import pipeline
+from pdfgc_core import engine
+from pdfgc_core.engine import AUTO_MAX_BATCH, GENERATOR_MIB_PER_FRAME, Engine, auto_batch_size
 from pdfgc_core.errors import InputError
-from pdfgc_core.pipeline import AUTO_MAX_BATCH, GENERATOR_MIB_PER_FRAME, Engine, auto_batch_size
 
 
 @functools.lru_cache(maxsize=1)
@@ -23,7 +23,7 @@ def models():
 
 @pytest.mark.parametrize("free_mib", [0, 10, 64 * 3, 64 * 16 * 2, 1e9])
 def test_auto_batch_size_is_a_power_of_two_within_bounds(monkeypatch, free_mib):
-    monkeypatch.setattr(pipeline, "free_memory_mib", lambda device: free_mib)
+    monkeypatch.setattr(engine, "free_memory_mib", lambda device: free_mib)
     for device, cap in (("cpu", AUTO_MAX_BATCH["cpu"]), ("cpu", 1000)):
         b = auto_batch_size(device, torch.float32, max_batch=cap)
         assert 1 <= b <= cap and b & (b - 1) == 0
@@ -32,20 +32,20 @@ def test_auto_batch_size_is_a_power_of_two_within_bounds(monkeypatch, free_mib):
 
 
 def test_auto_batch_size_defaults_and_errors(monkeypatch):
-    monkeypatch.setattr(pipeline, "free_memory_mib", lambda device: 1e9)
+    monkeypatch.setattr(engine, "free_memory_mib", lambda device: 1e9)
     assert auto_batch_size("cpu") == AUTO_MAX_BATCH["cpu"]
     assert auto_batch_size("cpu", "fp32", max_batch=5) == 4
     with pytest.raises(InputError, match="max_batch"):
         auto_batch_size("cpu", max_batch=0)
     monkeypatch.undo()
-    assert pipeline.free_memory_mib("cpu") > 0
+    assert engine.free_memory_mib("cpu") > 0
     assert 1 <= Engine(models(), device="cpu").auto_batch_size() <= AUTO_MAX_BATCH["cpu"]
 
 
 def _frames(engine: Engine) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     app = engine.encode_appearance(torch.rand(1, 3, 224, 224, generator=g) * 2 - 1)
-    motion = torch.randn(3, pipeline.MOTION_DIM, generator=g) * 0.5
+    motion = torch.randn(3, engine.MOTION_DIM, generator=g) * 0.5
     return engine.generate_all(app, motion, batch_size=2)
 
 
@@ -84,8 +84,8 @@ def test_compile_wraps_the_generator(monkeypatch):
     with pytest.raises(InputError):  # bad input is not mistaken for a compile failure
         list(
             engine.generate(
-                pipeline.Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7)),
-                torch.zeros(1, pipeline.MOTION_DIM),
+                engine.Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7)),
+                torch.zeros(1, engine.MOTION_DIM),
                 batch_size=0,
             )
         )
@@ -97,7 +97,7 @@ def test_generate_builds_the_style_per_batch(monkeypatch):
     rows = []
     style = Engine.style
     monkeypatch.setattr(Engine, "style", staticmethod(lambda app, m: rows.append(m.shape[0]) or style(app, m)))
-    app = pipeline.Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7))
-    first = next(engine.generate(app, torch.zeros(30_000, pipeline.MOTION_DIM), batch_size=2))
+    app = engine.Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7))
+    first = next(engine.generate(app, torch.zeros(30_000, engine.MOTION_DIM), batch_size=2))
     assert first.shape == (2, 3, 224, 224)
     assert max(rows) <= 2

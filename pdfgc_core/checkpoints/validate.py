@@ -1,0 +1,160 @@
+"""Validation and loading: every key, shape, dtype and value that inference uses is checked
+against the network it is loaded into; the error names the file, the key and what to do."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from ..networks import build_network, is_unused_checkpoint_key
+from .models import INSTALL_HINT, NETWORKS, LoadReport, PDFGCModels
+from .sources import LOAD_ORDER, open_checkpoint
+
+log = logging.getLogger("pdfgc")
+
+
+def _constant_buffers(net: str) -> dict[str, torch.Tensor]:
+    if net != "generator":
+        return {}
+    from ..networks.generator import CHECKPOINT_CONSTANT_BUFFERS
+
+    return CHECKPOINT_CONSTANT_BUFFERS
+
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _clean(net: str, where: str, sd: dict, model_keys: dict, report: LoadReport) -> dict:
+    """Checks ``sd`` against the model's expected keys and shapes; returns the tensors to load."""
+    sd = dict(sd)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+        report.note(f"{where}: stripped the 'module.' prefix (DataParallel checkpoint)")
+    missing = [k for k in model_keys if k not in sd]
+    consts = _constant_buffers(net)
+    extra = [k for k in sd if k not in model_keys and k not in consts]
+    if missing and len(missing) == len(model_keys):
+        raise CheckpointError(
+            f"{where}: none of the {len(model_keys)} keys of the PD-FGC {net} network are in this file "
+            f"(it has {len(sd)} keys, e.g. {', '.join(list(sd)[:3]) or 'none'}); it is not a PD-FGC {net} "
+            f"checkpoint. {INSTALL_HINT}"
+        )
+    noise_missing = [k for k in missing if net == "generator" and k.startswith("noises.")]
+    missing = [k for k in missing if k not in noise_missing]
+    if missing:
+        raise CheckpointError(
+            f"{where}: {len(missing)} key(s) of the {net} network are missing, e.g. "
+            f"{', '.join(missing[:5])}. The file is incomplete or belongs to another model. {INSTALL_HINT}"
+        )
+    if noise_missing:
+        report.warn(
+            f"{where}: no stored noise buffers ({len(noise_missing)} missing); the generator uses "
+            f"seeded random noise instead, so frames will differ from the official ones."
+        )
+    for k, (shape, _) in model_keys.items():  # BatchNorm counters: unused, saved as () or (1,)
+        if k.endswith("num_batches_tracked") and k in sd and sd[k].numel() == 1:
+            sd[k] = sd[k].reshape(shape)
+    bad = [
+        f"{k} {tuple(sd[k].shape)} (expected {tuple(model_keys[k][0])})"
+        for k in model_keys
+        if k in sd and tuple(sd[k].shape) != tuple(model_keys[k][0])
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{where}: mis-shaped tensors for the {net} network: {'; '.join(bad[:5])}. "
+            f"The file belongs to another model or configuration. {INSTALL_HINT}"
+        )
+    out = {}
+    for k, (_, dtype) in model_keys.items():
+        if k not in sd:
+            continue
+        t = sd[k]
+        ok = t.dtype in _FLOAT_DTYPES if dtype.is_floating_point else t.dtype in _INT_DTYPES
+        if not ok:
+            raise CheckpointError(
+                f"{where}: tensor {k} has dtype {t.dtype}, expected {dtype}; the file is "
+                f"damaged or not a PD-FGC checkpoint."
+            )
+        t = t.to(dtype)
+        if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(
+                f"{where}: tensor {k} contains NaN or infinite values (or values too large for "
+                f"{dtype}); the checkpoint is corrupted. Download it again."
+            )
+        out[k] = t
+    for k, expected in consts.items():
+        if k in sd and (sd[k].shape != expected.shape or not torch.allclose(sd[k].float(), expected, atol=1e-6)):
+            report.warn(
+                f"{where}: constant buffer {k} differs from the standard blur kernel; the official code "
+                f"would have used the file's values, this implementation uses the standard constant."
+            )
+    known = [k for k in extra if is_unused_checkpoint_key(net, k)]
+    unknown = [k for k in extra if not is_unused_checkpoint_key(net, k)]
+    if known:
+        report.note(
+            f"{where}: ignored {len(known)} key(s) that inference does not use "
+            f"({', '.join(sorted({k.split('.')[0] for k in known}))})"
+        )
+    if unknown:
+        report.warn(f"{where}: ignored {len(unknown)} unexpected key(s), e.g. {', '.join(unknown[:5])}")
+    return out
+
+
+def _model_keys(module: nn.Module) -> dict:
+    return {k: (tuple(v.shape), v.dtype) for k, v in module.state_dict().items()}
+
+
+def _materialise(net: str, module: nn.Module, sd: dict, report: LoadReport) -> nn.Module:
+    if net == "generator":
+        missing = [k for k in module.state_dict() if k.startswith("noises.") and k not in sd]
+        g = torch.Generator().manual_seed(20202001)
+        for k in missing:
+            sd[k] = torch.randn(module.state_dict()[k].shape, generator=g)
+    module.load_state_dict(sd, strict=True)
+    return module.eval().requires_grad_(False)
+
+
+def _load_network(net: str, where: str, sd: dict, report: LoadReport) -> nn.Module:
+    module = build_network(net)
+    return _materialise(net, module, _clean(net, where, sd, _model_keys(module), report), report)
+
+
+def load_models(path, device=None, dtype: torch.dtype = torch.float32) -> PDFGCModels:
+    """Loads the four networks from ``path`` (official folder / checkpoints.tar / our .safetensors).
+
+    Returns :class:`PDFGCModels` in eval mode, on ``device`` (default CPU) in ``dtype``. Raises
+    :class:`CheckpointError` naming the file and key for anything missing, mis-shaped, non-finite,
+    unsafe or unreadable."""
+    nets = {}
+    with open_checkpoint(path) as (kind, meta, readers):
+        report = LoadReport(source=str(path), kind=kind)
+        synthetic = meta.get("synthetic") == "true"
+        if synthetic:
+            report.warn(
+                f"{path}: these are SYNTHETIC weights made by ComfyUI-PD-FGC for testing: the output is "
+                f"noise, not a face. {INSTALL_HINT}"
+            )
+        for net in LOAD_ORDER:
+            where, read = readers[net]
+            nets[net] = _load_network(net, where, read(), report)
+    models = PDFGCModels(**nets, report=report, synthetic=synthetic)
+    if device is not None or dtype != torch.float32:
+        models.to(device=device, dtype=dtype)
+    return models
+
+
+def models_from_state_dicts(
+    state_dicts: dict[str, dict], source: str = "memory", synthetic: bool = False
+) -> PDFGCModels:
+    """Builds validated models from in-memory ``{net: {key: tensor}}`` (same rules as files)."""
+    report = LoadReport(source=source, kind="memory")
+    nets = {}
+    for net in NETWORKS:
+        nets[net] = _load_network(net, f"{source}[{net}]", state_dicts[net], report)
+    return PDFGCModels(**nets, report=report, synthetic=synthetic)
