@@ -27,6 +27,7 @@ from .align import (
     warp_crops,
 )
 from .convert import MIN_SIDE, as_rgb_f32, as_rgb_u8
+from .headpose import HeadPose, estimate_head_pose, estimate_head_poses
 from .landmarks import (
     BACKENDS,
     FAN_FILES,
@@ -42,6 +43,9 @@ from .landmarks import (
 from .paste import DEFAULT_FEATHER, GENERATOR_WINDOW, VIEWS, face_mask, paste_back, view_to_crop
 
 __all__ = [
+    "HeadPose",
+    "estimate_head_pose",
+    "estimate_head_poses",
     "BACKENDS",
     "BORDERS",
     "CROP_SIZE",
