@@ -103,10 +103,10 @@ class PDFGC_Generate:
             progress=progress.update,
             check_interrupt=check_interrupt,
         ):
-            frames = network_to_comfy(chunk)
+            frames = network_to_comfy(chunk).to(out.device)
             if watermark:
-                frames = provenance.embed(frames)
-            out[done : done + frames.shape[0]] = frames.to(out.device)
+                frames = provenance.embed(frames)  # numpy on the CPU: ~2 ms per frame
+            out[done : done + frames.shape[0]] = frames
             done += frames.shape[0]
         return (out,)
 
