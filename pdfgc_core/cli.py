@@ -259,7 +259,7 @@ def _provenance(args, marked: bool):
         print(f"[pdfgc] no C2PA manifest: {manifest.C2PA_HINT} (container tags are written)", file=sys.stderr)
         return tags, None
     identity = manifest.signing_identity(args.c2pa_cert, args.c2pa_key)
-    print(f"[pdfgc] C2PA manifest signed with {identity.description}", file=sys.stderr)
+    print(f"[pdfgc] the C2PA manifest will be signed with {identity.description}", file=sys.stderr)
     return tags, manifest.mp4_signer(identity, watermarked=marked)
 
 

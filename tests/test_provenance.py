@@ -212,7 +212,7 @@ def test_c2pa_manifest_present_and_valid_on_written_mp4(tmp_path, marked, local_
     assert not m["pdfgc"]["invisible_watermark"]["present"]
 
 
-def test_signing_identity_rejects_bad_inputs(tmp_path, local_cache):
+def test_signing_identity_rejects_bad_inputs(tmp_path, local_cache, monkeypatch):
     pytest.importorskip("cryptography")
     with pytest.raises(InputError, match="both a certificate chain and its private key"):
         manifest.signing_identity(cert=tmp_path / "a.pem")
@@ -225,6 +225,9 @@ def test_signing_identity_rejects_bad_inputs(tmp_path, local_cache):
     (tmp_path / "a.pem").write_text("-----BEGIN CERTIFICATE-----\nxx\n-----END CERTIFICATE-----\n")
     with pytest.raises(InputError, match="not a readable unencrypted PEM private key"):
         manifest.signing_identity(cert=tmp_path / "a.pem", key=tmp_path / "b.pem")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a.pem"))  # a file: no cache folder can be made there
+    with pytest.raises(InputError, match="cannot keep the local C2PA signing certificate"):
+        manifest.signing_identity()
 
 
 def test_failed_signing_leaves_no_file(tmp_path, marked):

@@ -157,7 +157,13 @@ def signing_identity(cert: str | os.PathLike | None = None, key: str | os.PathLi
             )
         chain, key_pem = _read_pem(cert, "C2PA certificate"), _read_pem(key, "C2PA private key")
         return SigningIdentity(chain, key_pem, _alg_for_key(key_pem, f"C2PA private key {key}"), False, f"{cert}", tsa)
-    chain, key_pem = _local_identity()
+    try:
+        chain, key_pem = _local_identity()
+    except OSError as e:
+        raise InputError(
+            f"cannot keep the local C2PA signing certificate in {cache_dir()} ({e}). Make that folder writable "
+            f"(or set XDG_CACHE_HOME), give your own certificate (--c2pa-cert / --c2pa-key), or use --no-c2pa."
+        ) from None
     return SigningIdentity(chain, key_pem, "es256", True, f"local certificate ({LOCAL_LABEL})", tsa)
 
 

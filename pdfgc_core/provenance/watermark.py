@@ -328,6 +328,15 @@ class Detection:
         return f"PD-FGC watermark not found (best z {self.z:.1f}, false-alarm probability {p}); {where}"
 
 
+def _torch_index(frames, idx: np.ndarray):
+    """``idx`` as an index for ``frames`` (a torch tensor wants a tensor)."""
+    if hasattr(frames, "detach"):
+        import torch
+
+        return torch.from_numpy(idx)
+    return idx
+
+
 def _lumas(frames) -> np.ndarray:
     a, _ = _as_float255(frames)
     _check_shape(a)
@@ -400,9 +409,10 @@ def detect(frames, search: bool = True, max_frames: int = 64) -> Detection:
     evenly). Tried first at the frames' own scale and a few common resizes; with ``search`` a scale
     search from 0.3x to 6x follows when those fail (slower: about a second per image).
     """
+    if getattr(frames, "ndim", 0) == 4 and frames.shape[0] > max_frames:  # pick before any copy is made
+        idx = np.linspace(0, frames.shape[0] - 1, max_frames).round().astype(np.int64)
+        frames = frames[_torch_index(frames, idx)]
     y = _lumas(frames)
-    if y.shape[0] > max_frames:
-        y = y[np.linspace(0, y.shape[0] - 1, max_frames).round().astype(int)]
     tests = 0
     best = None
 
@@ -437,8 +447,10 @@ def detect(frames, search: bool = True, max_frames: int = 64) -> Detection:
         consider(sc, _folds(y, sc))
         if verdict().found:
             return verdict()
-    if not search or best is None and min(h, w) < TILE:
-        return verdict() if best is not None else _nothing(y.shape[0])
+    if best is None:  # too small at every scale tried: nothing to fold
+        return _nothing(y.shape[0])
+    if not search:
+        return verdict()
     # coarse search on a window and a few frames, then the best scales on everything
     sub = y[np.linspace(0, y.shape[0] - 1, min(8, y.shape[0])).round().astype(int)]
     coarse = []
@@ -451,7 +463,7 @@ def detect(frames, search: bool = True, max_frames: int = 64) -> Detection:
     for _, sc in sorted(coarse, reverse=True)[:3]:
         for fine in (sc / 1.004, sc, sc * 1.004):
             consider(fine, _folds(y, fine))
-    return verdict() if best is not None else _nothing(y.shape[0])
+    return verdict()
 
 
 def _nothing(frames: int) -> Detection:
