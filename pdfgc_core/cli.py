@@ -1,4 +1,4 @@
-"""Command line: ``python -m pdfgc_core {demo,render,convert,info}``."""
+"""Command line: ``python -m pdfgc_core {demo,render,convert,info,check}``."""
 
 from __future__ import annotations
 
@@ -136,6 +136,25 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
         choices=["official", "fast"],
         help="resampler: official = resampy kaiser_best (parity), fast = soxr",
     )
+    _add_provenance_args(ap)
+
+
+def _add_provenance_args(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("provenance (docs/PROVENANCE.md)")
+    g.add_argument(
+        "--no-watermark",
+        action="store_true",
+        help="opt out of the invisible PD-FGC watermark in every frame (on by default; logged)",
+    )
+    g.add_argument(
+        "--no-c2pa",
+        action="store_true",
+        help="do not embed the signed C2PA manifest (embedded by default when c2pa-python is installed)",
+    )
+    g.add_argument(
+        "--c2pa-cert", default=None, help="PEM certificate chain to sign the C2PA manifest (env PDFGC_C2PA_CERT)"
+    )
+    g.add_argument("--c2pa-key", default=None, help="PEM private key of that certificate (env PDFGC_C2PA_KEY)")
 
 
 def _run_render(args, allow_synthetic: bool) -> int:
@@ -192,9 +211,18 @@ def _run_render(args, allow_synthetic: bool) -> int:
         file=sys.stderr,
     )
     audio_track = args.audio if args.seconds is None else _cut_audio(args.audio, args.seconds)
+    marked = not args.no_watermark
+    tags, sign = _provenance(args, marked)
     done, t1 = 0, time.perf_counter()
-    with Mp4Writer(args.out, fps=args.fps, audio=audio_track, audio_offset=pipeline.AUDIO_LEAD_SECONDS) as w:
-        for chunk in pipeline.frames_u8(engine, p, settings, paste_back=args.paste_back):
+    with Mp4Writer(
+        args.out,
+        fps=args.fps,
+        audio=audio_track,
+        audio_offset=pipeline.AUDIO_LEAD_SECONDS,
+        metadata=tags,
+        sign=sign,
+    ) as w:
+        for chunk in pipeline.frames_u8(engine, p, settings, paste_back=args.paste_back, watermark=marked):
             w.write(chunk)
             if args.frames_dir:
                 write_frames_png(args.frames_dir, chunk, done)
@@ -212,6 +240,40 @@ def _run_render(args, allow_synthetic: bool) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _provenance(args, marked: bool):
+    """(container tags, C2PA signing callable or None) for the mp4 the render writes."""
+    from .provenance import manifest
+
+    tags = manifest.container_tags(watermarked=marked)
+    asked = bool(args.c2pa_cert or args.c2pa_key)
+    if args.no_c2pa:
+        if asked:
+            raise PDFGCError("--no-c2pa contradicts --c2pa-cert / --c2pa-key; drop one of them")
+        log.info("C2PA manifest off (--no-c2pa)")
+        return tags, None
+    if not manifest.c2pa_available():
+        if asked or os.environ.get(manifest.CERT_ENV):
+            raise PDFGCError(f"a C2PA certificate was given but c2pa-python is not installed: {manifest.C2PA_HINT}")
+        print(f"[pdfgc] no C2PA manifest: {manifest.C2PA_HINT} (container tags are written)", file=sys.stderr)
+        return tags, None
+    identity = manifest.signing_identity(args.c2pa_cert, args.c2pa_key)
+    print(f"[pdfgc] the C2PA manifest will be signed with {identity.description}", file=sys.stderr)
+    return tags, manifest.mp4_signer(identity, watermarked=marked)
+
+
+def _run_check(args) -> int:
+    from .provenance.check import check_file
+
+    if args.frames < 1:
+        raise PDFGCError(f"--frames {args.frames}: give a whole number of frames >= 1")
+    worst = 0
+    for f in args.files:
+        report = check_file(f, max_frames=args.frames, search=not args.quick)
+        print(report.text())
+        worst = max(worst, 0 if report.found else 1)
+    return worst
 
 
 def _cut_audio(path, seconds: float):
@@ -237,6 +299,14 @@ def main(argv=None) -> int:
     conv.add_argument("--fp16", action="store_true", help="store weights in float16 (half the size)")
     info = sub.add_parser("info", help="validate a checkpoint and print what was found")
     info.add_argument("checkpoint")
+    chk = sub.add_parser(
+        "check",
+        help="look for PD-FGC provenance in videos / images: invisible watermark, C2PA manifest, container tags",
+        description="Exit status: 0 when every file shows PD-FGC provenance, 1 when one does not, 2 on errors.",
+    )
+    chk.add_argument("files", nargs="+", metavar="FILE", help="video, image or folder of frames")
+    chk.add_argument("--frames", type=int, default=64, help="video frames read from the start (default 64)")
+    chk.add_argument("--quick", action="store_true", help="skip the scale search (only native size and common resizes)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="[pdfgc] %(message)s")
@@ -249,6 +319,8 @@ def main(argv=None) -> int:
             out = convert(args.src, args.dst, half=args.fp16)
             print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
             return 0
+        if args.cmd == "check":
+            return _run_check(args)
         if args.cmd == "info":
             m = load_models(args.checkpoint)
             print(f"{args.checkpoint}: OK ({m.report.kind}{', SYNTHETIC' if m.synthetic else ''})")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import audio as audio_io
-from . import images, media
+from . import images, media, provenance
 from .engine import DRIVER_HEADS, Appearance, Engine
 from .errors import InputError
 from .factors import Factor, PostProcess, assemble_motion, scale
@@ -240,12 +240,16 @@ def frames_u8(
     paste_back: bool = False,
     progress: Callable[[int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
+    watermark: bool = True,
 ) -> Iterator[np.ndarray]:
     """Generated frames as uint8 RGB chunks: [b,224,224,3] (official truncating conversion), or with
     ``paste_back`` (needs an aligned appearance) the full original picture [b,H,W,3] with the face
-    blended in."""
+    blended in. Every frame carries the invisible PD-FGC watermark (:mod:`pdfgc_core.provenance`)
+    unless ``watermark=False`` (an explicit opt-out, logged as a warning)."""
     if paste_back and (p.source is None or p.source.crop_info is None):
         raise InputError("paste-back needs an aligned appearance image: set an alignment backend (e.g. dlib)")
+    if not watermark:
+        log.warning(provenance.OPT_OUT_WARNING)
     for chunk in engine.generate(
         p.appearance,
         p.motion,
@@ -260,4 +264,4 @@ def frames_u8(
 
             full, _ = paste(p.source.original[None], u8, p.source.crop_info)
             u8 = np.clip(np.rint(full * 255), 0, 255).astype(np.uint8)
-        yield u8
+        yield provenance.embed(u8) if watermark else u8

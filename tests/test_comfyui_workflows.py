@@ -20,7 +20,7 @@ from comfy_harness import build_workflows_module
 
 from pdfgc_core import audio as core_audio
 from pdfgc_core import factors as F
-from pdfgc_core import images
+from pdfgc_core import images, provenance
 from pdfgc_core.checkpoints import load_models
 from pdfgc_core.engine import Engine
 
@@ -145,7 +145,7 @@ def reference_frames(name: str, prompt: dict, taps: dict, engine: Engine) -> tor
     n = len(factors["mouth"]) if "mouth" in factors else max(len(f) for f in factors.values())
     motion = F.assemble_motion(n, **factors)  # Combine Motion's defaults are the official ones
     batch = g[node_of(g, "PDFGC_Generate")]["inputs"]["batch_size"]
-    return images.network_to_comfy(engine.generate_all(app, motion, batch_size=batch))
+    return provenance.embed(images.network_to_comfy(engine.generate_all(app, motion, batch_size=batch)))
 
 
 def shortened(name: str, prompt: dict) -> dict:

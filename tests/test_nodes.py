@@ -24,7 +24,7 @@ from nodes import factors as factor_nodes
 from nodes import models as model_nodes
 from pdfgc_core import audio as core_audio  # noqa: E402
 from pdfgc_core import factors as F
-from pdfgc_core import images, media, pipeline
+from pdfgc_core import images, media, pipeline, provenance
 from pdfgc_core.checkpoints import INSTALL_HINT, load_models  # noqa: E402
 from pdfgc_core.engine import Appearance, Engine  # noqa: E402
 from pdfgc_core.errors import CheckpointError, InputError, MediaError  # noqa: E402
@@ -32,7 +32,7 @@ from pdfgc_core.errors import CheckpointError, InputError, MediaError  # noqa: E
 OUR_NODES = {
     k: v
     for k, v in nodes.NODE_CLASS_MAPPINGS.items()
-    if v.__module__.split(".")[-1] in ("models", "encode", "factors", "generate", "factor_io")
+    if v.__module__.split(".")[-1] in ("models", "encode", "factors", "generate", "factor_io", "provenance")
 }
 
 # The public interface: node -> (required inputs in order, optional inputs in order, output names).
@@ -67,7 +67,8 @@ INTERFACE = {
     "PDFGC_EncodePose": (["model", "images", "crop", "skip_first", "fps"], [], ["pose"]),
     "PDFGC_FactorStrength": (["factor", "strength"], [], ["factor"]),
     "PDFGC_FitLength": (["factor", "length", "mode"], [], ["factor"]),
-    "PDFGC_Generate": (["model", "appearance", "motion", "batch_size", "noise"], [], ["images"]),
+    "PDFGC_Generate": (["model", "appearance", "motion", "batch_size", "noise"], ["watermark"], ["images"]),
+    "PDFGC_CheckProvenance": (["images", "scale_search"], [], ["report", "found"]),
     "PDFGC_HoldFrame": (["factor", "frame", "length"], [], ["factor"]),
     "PDFGC_LoadFactor": (["file", "kind"], ["path"], ["factor", "frame_count"]),
     "PDFGC_LoadModel": (["checkpoint", "precision", "generator_impl"], [], ["model", "info"]),
@@ -567,10 +568,12 @@ def test_combine_motion_errors(kw, match):
 def test_generate_equals_core_with_progress(handle, engine, portrait, comfy):
     (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")
     motion, _ = combine(mouth=factor("mouth", 3), pose=factor("pose", 3, 1))
-    (frames,) = generate.PDFGC_Generate().generate(handle, app, motion, 2, -1)
+    (frames,) = generate.PDFGC_Generate().generate(handle, app, motion, 2, -1, watermark=False)
     ref = images.network_to_comfy(engine.generate_all(app, motion, batch_size=2))
     assert frames.shape == (3, 224, 224, 3) and frames.dtype == torch.float32
     assert torch.equal(frames, ref) and 0 <= frames.min() and frames.max() <= 1
+    (marked,) = generate.PDFGC_Generate().generate(handle, app, motion, 2, -1)  # default: watermarked
+    assert torch.equal(marked, provenance.embed(ref)) and provenance.detect(marked, search=False).found
     assert comfy.bars[-1].value == comfy.bars[-1].total == 3
     assert comfy.checks >= 2  # once per batch
     comfy.interrupt_at = comfy.checks + 2  # Cancel during the second batch
@@ -582,7 +585,7 @@ def test_generate_seeded_noise(handle, engine, portrait):
     (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")
     motion, _ = combine(length=1)
     (a,) = generate.PDFGC_Generate().generate(handle, app, motion, 8, 7)
-    assert torch.equal(a, images.network_to_comfy(engine.generate_all(app, motion, noise=7)))
+    assert torch.equal(a, provenance.embed(images.network_to_comfy(engine.generate_all(app, motion, noise=7))))
     (b,) = generate.PDFGC_Generate().generate(handle, app, motion, 8, -1)
     assert not torch.equal(a, b)
 

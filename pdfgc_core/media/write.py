@@ -6,6 +6,7 @@ import os
 import subprocess
 import tempfile
 import weakref
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -131,6 +132,11 @@ class Mp4Writer:
     audio_offset: seconds of the audio to skip, so that frame 0 lines up with that moment.
     crf, preset, pix_fmt: libx264 quality (0..51, lower is better), speed preset, and
         output pixel format.
+    metadata: container tags written into the file (ffmpeg ``-metadata key=value``), e.g.
+        ``pdfgc_core.provenance.manifest.container_tags()``.
+    sign: None, or ``sign(src, dst, final)`` called on the complete temporary file ``src`` to
+        write a signed copy at ``dst`` (e.g. a C2PA manifest embedded); the signed copy is what
+        is renamed onto ``path`` (``final``), so the result still appears all at once.
 
     ``write(frames)`` takes uint8 [H,W,3] / [B,H,W,3] RGB, float 0..1 in the same layouts,
     or torch tensors of them; the first frame fixes the size. Use as a context manager, or
@@ -147,6 +153,8 @@ class Mp4Writer:
         preset: str = "medium",
         pix_fmt: str = "yuv420p",
         audio_offset: float = 0.0,
+        metadata: dict[str, str] | None = None,
+        sign: Callable[[Path, Path, Path], None] | None = None,
     ):
         self.path = Path(path)
         if not (
@@ -163,6 +171,8 @@ class Mp4Writer:
         self.fps = fps
         self.crf, self.preset, self.pix_fmt = crf, str(preset), str(pix_fmt)
         self.audio_offset = float(audio_offset)
+        self._meta = [a for k, v in (metadata or {}).items() for a in ("-metadata", f"{k}={v}")]
+        self._sign = sign
         self.frames_written = 0
         self.size: tuple[int, int] | None = None  # (width, height) as given by the first frame
         self._encoded_hw: tuple[int, int] | None = None
@@ -271,7 +281,7 @@ class Mp4Writer:
         ]
         if final_pass:
             cmd += ["-movflags", "+faststart"]
-        cmd += ["-f", "mp4", str(self._video_tmp)]
+        cmd += [*self._meta, "-f", "mp4", str(self._video_tmp)]
         self._log = tempfile.TemporaryFile()
         try:
             self._proc = popen(cmd, stdin=subprocess.PIPE, stderr=self._log)
@@ -350,6 +360,7 @@ class Mp4Writer:
             "-shortest",
             "-movflags",
             "+faststart",
+            *self._meta,
             "-f",
             "mp4",
             str(out),
@@ -378,6 +389,11 @@ class Mp4Writer:
                 raise MediaError(f"No frames were written to {self.path}; nothing to save.")
             self._finish_video()
             final = self._mux_audio() if self._audio is not None else self._video_tmp
+            if self._sign is not None:
+                signed = _temp_sibling(self.path, "signed")
+                self._res.files.append(signed)
+                self._sign(final, signed, self.path)
+                final = signed
             _commit(final, self.path)
         except BaseException:
             self.abort()
