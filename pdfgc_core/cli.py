@@ -276,6 +276,111 @@ def _run_check(args) -> int:
     return worst
 
 
+def _add_dub_args(ap: argparse.ArgumentParser) -> None:
+    from .dub import DEFAULT_SMOOTH_SECONDS, LENGTHS
+    from .faces.paste import REGIONS
+
+    ap.add_argument("--video", required=True, help="the video to dub (mp4, mov, mkv, webm, ...)")
+    ap.add_argument("--audio", required=True, help="the new speech: wav / mp3 / flac / m4a / a video with sound ...")
+    ap.add_argument("--out", required=True, help="output mp4 (written atomically; source size and frame rate)")
+    ap.add_argument(
+        "--face",
+        default="largest",
+        help="which face: 'largest' (default), N (N-th from the left, 0 = leftmost) or X,Y (nearest to that pixel)",
+    )
+    ap.add_argument(
+        "--reference-frame", type=int, default=None, help="frame whose face gives the appearance (default: best)"
+    )
+    ap.add_argument("--mask", default="lower", choices=REGIONS, help="region replaced (default lower: eyes stay)")
+    ap.add_argument("--feather", type=float, default=12.0, help="soft mask edge in crop pixels")
+    ap.add_argument("--no-color-match", action="store_true", help="do not match the face's colours to the video")
+    ap.add_argument(
+        "--length",
+        default="video",
+        choices=LENGTHS,
+        help="video: as long as the video (audio trimmed or padded); audio: as long as the audio (video ping-pong)",
+    )
+    ap.add_argument(
+        "--smooth", type=float, default=DEFAULT_SMOOTH_SECONDS, help="alignment smoothing, seconds (0 = off)"
+    )
+    ap.add_argument("--mouth-strength", type=float, default=1.0, help="lip motion strength")
+    ap.add_argument("--frames-dir", default=None, help="also write every frame as PNG here")
+    ap.add_argument(
+        "--checkpoint", default=None, help=f"official folder / checkpoints.tar / .safetensors (env {CHECKPOINT_ENV})"
+    )
+    ap.add_argument(
+        "--synthetic", action="store_true", help="allow synthetic noise weights when no checkpoint is found"
+    )
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    ap.add_argument("--batch-size", type=int, default=8, help="frames per generator batch")
+    ap.add_argument(
+        "--audio-quality", default="official", choices=["official", "fast"], help="resampler (official = parity)"
+    )
+    _add_provenance_args(ap)
+
+
+def _run_dub(args) -> int:
+    import torch
+
+    from .dub import DubSettings, FrameSource, plan_dub, write_dub
+    from .engine import Engine
+
+    settings = DubSettings(
+        face=args.face,
+        reference_frame=args.reference_frame,
+        mask=args.mask,
+        feather=args.feather,
+        color_match=not args.no_color_match,
+        length=args.length,
+        smooth_seconds=args.smooth,
+        mouth_strength=args.mouth_strength,
+        batch_size=args.batch_size,
+        audio_quality=args.audio_quality,
+        watermark=not args.no_watermark,
+    )
+    tags, sign = _provenance(args, settings.watermark)
+    models = get_models(args.checkpoint, args.synthetic)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    engine = Engine(models, device=device, precision=args.precision)
+    source = FrameSource(args.video)
+    t0 = time.perf_counter()
+    stage_t0 = {}
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        start = stage_t0.setdefault(stage, time.perf_counter())
+        el = time.perf_counter() - start
+        tail = f"/{total}" if total else ""
+        eta = f", ETA {el / done * (total - done):.0f} s" if total and done else ""
+        print(f"\r[pdfgc] {stage}: {done}{tail} frames{eta}   ", end="", file=sys.stderr, flush=True)
+
+    plan = plan_dub(engine, source, args.audio, settings, progress)
+    tr = plan.track
+    print(
+        f"\n[pdfgc] {tr.num_frames} source frames at {float(plan.fps):.3f} fps, face in {int(tr.detected.sum())}; "
+        f"reference frame {plan.reference_frame}; crop jitter {tr.jitter(False):.2f} px raw, "
+        f"{tr.jitter(True):.2f} px smoothed; {plan.num_frames} output frames "
+        f"(encoded in {time.perf_counter() - t0:.1f} s)",
+        file=sys.stderr,
+    )
+    write_dub(
+        engine,
+        source,
+        plan,
+        args.audio,
+        args.out,
+        frames_dir=args.frames_dir,
+        progress=progress,
+        metadata=tags,
+        sign=sign,
+    )
+    print(
+        f"\n[pdfgc] wrote {args.out}" + (" (SYNTHETIC weights: noise, not a face)" if models.synthetic else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _cut_audio(path, seconds: float):
     from .audio import load_audio
 
@@ -297,6 +402,8 @@ def main(argv=None) -> int:
     conv.add_argument("src")
     conv.add_argument("dst")
     conv.add_argument("--fp16", action="store_true", help="store weights in float16 (half the size)")
+    dub = sub.add_parser("dub", help="new speech for an existing video: lips from the audio, the rest from the video")
+    _add_dub_args(dub)
     info = sub.add_parser("info", help="validate a checkpoint and print what was found")
     info.add_argument("checkpoint")
     chk = sub.add_parser(
@@ -315,6 +422,8 @@ def main(argv=None) -> int:
             return _run_render(args, allow_synthetic=True)
         if args.cmd == "render":
             return _run_render(args, allow_synthetic=args.synthetic)
+        if args.cmd == "dub":
+            return _run_dub(args)
         if args.cmd == "convert":
             out = convert(args.src, args.dst, half=args.fp16)
             print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

@@ -36,7 +36,16 @@ Modules: :mod:`.ffmpeg` (the binary and its processes), :mod:`.atomic` (all-or-n
 
 from .atomic import atomic_write
 from .ffmpeg import ffmpeg_exe
-from .read import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaInfo, iter_frames, list_frame_files, probe, read_frames
+from .read import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    MediaInfo,
+    iter_frames,
+    list_frame_files,
+    probe,
+    read_frames,
+    video_meta,
+)
 from .write import Mp4Writer, write_frames_png
 
 __all__ = [
@@ -50,5 +59,6 @@ __all__ = [
     "list_frame_files",
     "probe",
     "read_frames",
+    "video_meta",
     "write_frames_png",
 ]

@@ -30,7 +30,7 @@ class MediaInfo:
     """
 
     kind: str
-    num_frames: int
+    num_frames: int | None
     fps: float | None
     width: int
     height: int
@@ -226,6 +226,20 @@ def read_frames(
         out[i] = frames[i]
         frames[i] = None  # keep the peak near one copy
     return out
+
+
+def video_meta(path: str | os.PathLike) -> MediaInfo:
+    """Frame rate, size and audio presence of a video file from its header, without decoding it
+    (``num_frames`` and ``duration`` are None: use :func:`probe` to count)."""
+    path = Path(path)
+    if _source_kind(path) != "video":
+        raise InputError(f"{path}: expected a video file ({', '.join(sorted(VIDEO_EXTENSIONS))}).")
+    gen, meta = _open_video(path, ["-fps_mode", "passthrough"])
+    gen.close()
+    w, h = meta["size"]
+    return MediaInfo(
+        "video", None, float(meta.get("fps") or 0) or None, int(w), int(h), "audio_codec" in meta, None, path
+    )
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:
