@@ -621,7 +621,7 @@ def test_control_node_interface_and_metadata():
                     assert opts["min"] <= opts["default"] <= opts["max"], f"{name}.{inp}"
                 elif isinstance(kind, list):
                     assert kind and opts.get("default", kind[0]) in kind
-    assert "ASSUMED" in control.PDFGC_PoseFromAngles.DESCRIPTION
+    assert "ASSUMPTION" in control.PDFGC_PoseFromAngles.DESCRIPTION
 
 
 def test_pose_nodes_equal_the_core():
@@ -804,7 +804,6 @@ def test_render_flags_make_the_idle_and_angle_factors(engine, tmp_path, monkeypa
     out = tmp_path / "alive.mp4"
     assert run_cli("render", "--appearance", SAMPLES / "anne.png", "--audio", SAMPLES / "speech.mp3", "--seconds",
                    0.2, "--idle-blinks", 17, "--head-sway", 1, "--pose-angles", "5,0,0", "--out", out) == 0  # fmt: skip
-    wave, sr = core_audio.load_audio(SAMPLES / "speech.mp3")
     assert media.probe(out).num_frames == core_audio.audio_to_windows(wave, sr, max_seconds=0.2).shape[0]
     assert run_cli("render", "--appearance", SAMPLES / "anne.png", "--audio", SAMPLES / "speech.mp3",
                    "--pose-angles", "1,2", "--out", tmp_path / "x.mp4") == 2  # fmt: skip
