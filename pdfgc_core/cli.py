@@ -1,4 +1,4 @@
-"""Command line: ``python -m pdfgc_core {demo,render,convert,info,check}``."""
+"""Command line: ``python -m pdfgc_core {demo,render,dub,convert,info,check,calibrate-pose,export-motion}``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoints import INSTALL_HINT, PDFGCModels, convert, load_models
+from .control import cli as control_cli
 from .errors import PDFGCError
 from .factors import PostProcess
 
@@ -136,6 +137,7 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
         choices=["official", "fast"],
         help="resampler: official = resampy kaiser_best (parity), fast = soxr",
     )
+    control_cli.add_render_args(ap)
     _add_provenance_args(ap)
 
 
@@ -204,6 +206,7 @@ def _run_render(args, allow_synthetic: bool) -> int:
         src = getattr(args, f)
         if src:
             drivers[f] = shared.setdefault(src, pipeline.Driver(src, skip_first=args.skip_first, align=args.align))
+    drivers.update(control_cli.render_factors(args, engine, settings, drivers))
     p = pipeline.plan(engine, args.appearance, args.audio, drivers, settings, align=args.align)
     print(
         f"[pdfgc] {p.num_frames} frames at {args.fps:g} fps; encoded in {time.perf_counter() - t0:.1f} s "
@@ -414,6 +417,7 @@ def main(argv=None) -> int:
     chk.add_argument("files", nargs="+", metavar="FILE", help="video, image or folder of frames")
     chk.add_argument("--frames", type=int, default=64, help="video frames read from the start (default 64)")
     chk.add_argument("--quick", action="store_true", help="skip the scale search (only native size and common resizes)")
+    control_cli.add_commands(sub)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="[pdfgc] %(message)s")
@@ -430,6 +434,8 @@ def main(argv=None) -> int:
             return 0
         if args.cmd == "check":
             return _run_check(args)
+        if args.cmd in control_cli.COMMANDS:
+            return control_cli.run(args)
         if args.cmd == "info":
             m = load_models(args.checkpoint)
             print(f"{args.checkpoint}: OK ({m.report.kind}{', SYNTHETIC' if m.synthetic else ''})")

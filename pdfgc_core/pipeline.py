@@ -186,11 +186,15 @@ def plan(
     engine: Engine, appearance, audio, drivers: dict[str, Driver | None], settings: RenderSettings, align: str = "none"
 ) -> Plan:
     """Encodes everything and assembles the motion. ``drivers`` maps pose / eye / expression to a
-    :class:`Driver` or None (factor off). Drivers that share one source object are read once.
-    ``align`` applies to the appearance image (see :class:`Driver`)."""
+    :class:`Driver`, a ready :class:`Factor` of that kind (fitted like a driver's), or None (factor
+    off). Drivers that share one source object are read once. ``align`` applies to the appearance
+    image (see :class:`Driver`)."""
     bad = [k for k in drivers if k not in DRIVER_HEADS]
     if bad:
         raise InputError(f"unknown driver factor(s) {bad}; use {DRIVER_HEADS}")
+    for head, drv in drivers.items():
+        if isinstance(drv, Factor) and drv.kind != head:
+            raise InputError(f"the {head} input is a factor of kind {drv.kind!r}; give a {head} factor")
     source = load_appearance_image(appearance, align=align)
     windows = mouth_windows(audio, settings)  # cheap checks before the first network runs
     app = engine.encode_appearance(source.tensor)
@@ -200,6 +204,10 @@ def plan(
         factors["mouth"] = engine.encode_mouth(windows, fps=settings.fps)
     groups: dict[int, tuple[Driver, list[str]]] = {}
     for head, drv in drivers.items():
+        if isinstance(drv, Factor):  # a ready factor (idle motion, pose from angles): used as it is
+            if settings.strengths.get(head, 1.0) != 0:
+                factors[head] = drv
+            continue
         if drv is not None and settings.strengths.get(head, 1.0) != 0:
             groups.setdefault(id(drv), (drv, []))[1].append(head)
     for drv, heads in groups.values():

@@ -180,6 +180,56 @@ GRAPHS: dict[str, dict] = {
             "9": _save_video("8", "pdfgc/lipsync"),
         },
     },
+    "audio_only_alive": {
+        "note": (
+            "PD-FGC alive from audio alone: the portrait speaks the audio, blinks naturally (Idle Blinks: random "
+            "times at 17 per minute, the blink's shape from the bundled sample eye video) and moves its head "
+            "gently (Head Sway: slow motion along the directions of the bundled sample pose video, livelier "
+            "while the speech is loud). No driving video. Change rate, amplitude, speed or seed; connect Pose "
+            "from Angles to Head Sway's base to set the head's direction.\n\n" + SETUP
+        ),
+        "columns": [["1", "2", "3"], ["4", "5"], ["6", "7"], ["8", "9"], ["10", "11"]],
+        "graph": {
+            "1": _model(),
+            "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "speech.mp3"}},
+            "4": {
+                "class_type": "PDFGC_EncodeAppearance",
+                "inputs": {"model": ["1", 0], "image": ["2", 0], "crop": "official"},
+            },
+            "5": _lips("3"),
+            "6": {
+                "class_type": "PDFGC_IdleBlinks",
+                "inputs": {
+                    "model": ["1", 0],
+                    "length": ["5", 1],
+                    "fps": ["5", 2],
+                    "rate": 17.0,
+                    "seed": 0,
+                    "duration": 1.0,
+                    "depth": 1.0,
+                },
+            },
+            "7": {
+                "class_type": "PDFGC_HeadSway",
+                "inputs": {
+                    "model": ["1", 0],
+                    "length": ["5", 1],
+                    "fps": ["5", 2],
+                    "amplitude": 1.0,
+                    "speed": 0.2,
+                    "seed": 0,
+                    "center": "zero",
+                    "liveliness": 1.0,
+                    "audio": ["3", 0],
+                },
+            },
+            "8": _combine(mouth=["5", 0], eye=["6", 0], pose=["7", 0]),
+            "9": _generate("4", "8"),
+            "10": {"class_type": "CreateVideo", "inputs": {"images": ["9", 0], "fps": ["5", 2], "audio": ["5", 3]}},
+            "11": _save_video("10", "pdfgc/audio_only_alive"),
+        },
+    },
     "expression_interpolation": {
         "note": (
             "PD-FGC expression interpolation: the portrait moves smoothly from its own expression (a) to the "
