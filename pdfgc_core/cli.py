@@ -11,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import AUDIO_LEAD_SECONDS, QUALITIES
 from .checkpoints import INSTALL_HINT, PDFGCModels, convert, load_models
+from .engine import PRECISIONS
 from .errors import PDFGCError
-from .factors import PostProcess
+from .factors import FIT_MODES, PostProcess
+from .pipeline import ALIGN_CHOICES
 
 log = logging.getLogger("pdfgc")
 
@@ -104,15 +107,15 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
     ap.add_argument(
         "--fit",
         default="loop",
-        choices=["loop", "pingpong", "hold"],
-        help="how drivers shorter than the audio are extended (official: loop)",
+        choices=FIT_MODES,
+        help="how drivers shorter than the audio are extended (official: loop; truncate: refuse short drivers)",
     )
     ap.add_argument("--fps", type=float, default=25.0, help="output frame rate (official: 25)")
     ap.add_argument("--seconds", type=float, default=None, help="render only the first N seconds of audio")
     ap.add_argument(
         "--align",
         default="none",
-        choices=["none", "dlib", "face_alignment"],
+        choices=ALIGN_CHOICES,
         help="detect and align faces in ordinary photos / videos first (default: inputs are "
         "pre-aligned 224x224 crops like the official samples)",
     )
@@ -127,13 +130,13 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
         "--checkpoint", default=None, help=f"official folder / checkpoints.tar / .safetensors (env {CHECKPOINT_ENV})"
     )
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS)
     ap.add_argument("--batch-size", default="8", help="frames per generator batch, or 'auto' (from free memory)")
     ap.add_argument("--seed", type=int, default=None, help="random noise seed (default: the checkpoint's stored noise)")
     ap.add_argument(
         "--audio-quality",
         default="official",
-        choices=["official", "fast"],
+        choices=QUALITIES,
         help="resampler: official = resampy kaiser_best (parity), fast = soxr",
     )
 
@@ -193,8 +196,8 @@ def _run_render(args, allow_synthetic: bool) -> int:
     )
     audio_track = args.audio if args.seconds is None else _cut_audio(args.audio, args.seconds)
     done, t1 = 0, time.perf_counter()
-    with Mp4Writer(args.out, fps=args.fps, audio=audio_track, audio_offset=pipeline.AUDIO_LEAD_SECONDS) as w:
-        for chunk in pipeline.frames_u8(engine, p, settings, paste_back=args.paste_back):
+    with Mp4Writer(args.out, fps=args.fps, audio=audio_track, audio_offset=AUDIO_LEAD_SECONDS) as w:
+        for chunk in pipeline.frames_u8(engine, p, paste_back=args.paste_back):
             w.write(chunk)
             if args.frames_dir:
                 write_frames_png(args.frames_dir, chunk, done)

@@ -25,6 +25,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from pdfgc_core.factors import OFFICIAL_GAINS  # noqa: E402
+
 SAMPLES = REPO / "samples"
 OUT_DIR = REPO / "example_workflows"
 
@@ -63,10 +68,7 @@ def _combine(**factors):
         "fit": "loop",
         "match_fps": True,
         "post_process": True,
-        "mouth_gain": 1.5,
-        "expression_gain": 1.2,
-        "eye_gain": 1.2,
-        "pose_gain": 1.0,
+        **{f"{kind}_gain": gain for kind, gain in OFFICIAL_GAINS.items()},
         "blink": True,
         "gaze": True,
     }
@@ -303,8 +305,6 @@ def write_workflow_inputs(dest: str | Path, names=None, max_video_frames: int | 
     ComfyUI/input/): sample pictures and speech copied, driving videos encoded at 25 fps from the
     sample frame folders (H.264, no sound; at most ``max_video_frames`` frames). Existing files
     are kept. Returns the names."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     written = []

@@ -41,7 +41,7 @@ def test_demo_renders_sample_with_sound_equal_to_core(no_checkpoint, tmp_path, c
     engine = Engine(_models(), device="cpu")
     drivers = {k: pipeline.Driver(str(cli.SAMPLES / "drivers" / k)) for k in ("pose", "eye", "expression")}
     plan = pipeline.plan(engine, str(cli.SAMPLES / "anne.png"), str(cli.SAMPLES / "speech.mp3"), drivers, settings)
-    want = np.concatenate(list(pipeline.frames_u8(engine, plan, settings)))
+    want = np.concatenate(list(pipeline.frames_u8(engine, plan)))
 
     pngs = sorted(frames_dir.glob("*.png"))
     assert len(pngs) == len(want) == plan.num_frames > 0

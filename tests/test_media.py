@@ -239,7 +239,7 @@ def test_bad_inputs_to_writer(tmp_path):
         with pytest.raises(InputError, match="same size"):
             w.write(gradient_frames(1, 18, 16))
         with pytest.raises(InputError, match="shape"):
-            w.write(np.zeros((16, 16, 4), np.uint8))
+            w.write(np.zeros((16, 16, 5), np.uint8))
         w.write(gradient_frames(1, 16, 16))  # still usable after a rejected frame
     assert probe(tmp_path / "o.mp4").num_frames == 3
 
