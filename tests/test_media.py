@@ -244,6 +244,19 @@ def test_bad_inputs_to_writer(tmp_path):
     assert probe(tmp_path / "o.mp4").num_frames == 3
 
 
+def test_writer_audio_goes_through_the_audio_validators():
+    from pdfgc_core.media.write import _prepare_waveform
+
+    wave = tone(0.5)[None]  # [1, N] float32
+    pcm = np.round(wave * 32768).astype(np.int16)  # the same sound as 16-bit PCM
+    np.testing.assert_allclose(_prepare_waveform(pcm, SR), _prepare_waveform(wave, SR), atol=1 / 32768)
+    assert _prepare_waveform(wave, SR).shape == (wave.shape[-1], wave.shape[0])  # [N, C] for soundfile
+    with pytest.raises(InputError, match="sample rate"):
+        _prepare_waveform(wave, 500)
+    with pytest.raises(InputError, match="NaN"):
+        _prepare_waveform(np.full((1, 100), np.nan, np.float32), SR)
+
+
 def test_atomic_write(tmp_path):
     out = tmp_path / "factors.npz"
     out.write_bytes(b"old")
