@@ -139,11 +139,12 @@ class PDFGC_EncodeLips:
                 "fps": (
                     "FLOAT",
                     {
-                        "default": 25.0,
+                        "default": core_audio.OFFICIAL_FPS,
                         "min": 1.0,
                         "max": 120.0,
                         "step": 0.001,
-                        "tooltip": "Video frame rate; one mouth frame per 1/fps seconds. The model was trained at 25.",
+                        "tooltip": "Video frame rate; one mouth frame per 1/fps seconds. The model was trained at "
+                        f"{core_audio.OFFICIAL_FPS:g}.",
                     },
                 ),
                 "quality": (

@@ -327,7 +327,13 @@ class PDFGC_RetimeFactor(_Op):
                 "factor": FACTOR_INPUT,
                 "fps": (
                     "FLOAT",
-                    {"default": 25.0, "min": 1.0, "max": 240.0, "step": 0.001, "tooltip": "The new frame rate."},
+                    {
+                        "default": core.DEFAULT_FPS,
+                        "min": 1.0,
+                        "max": 240.0,
+                        "step": 0.001,
+                        "tooltip": "The new frame rate.",
+                    },
                 ),
                 "method": (
                     list(core.RETIME_METHODS),

@@ -43,6 +43,7 @@ MEL_FMAX = 7600.0
 MEL_FPS = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
 WINDOW_FRAMES = 20  # mel frames per audio-net window
 OFFICIAL_FPS = 25.0
+"""The official video frame rate: one audio window per 40 ms (4 mel frames)."""
 
 TARGET_RMS = 0.1
 RMS_FLOOR = 1e-4  # official lower bound of the RMS before normalisation

@@ -18,7 +18,7 @@ import torch
 
 from .checkpoints import PDFGCModels
 from .errors import InputError
-from .factors import MOTION_DIM, MOTION_ORDER, Factor
+from .factors import DEFAULT_FPS, MOTION_DIM, MOTION_ORDER, Factor
 from .networks.appearance import APPEARANCE_DIM
 from .networks.blocks import check_batch
 from .networks.generator import IMPLS as GENERATOR_IMPLS
@@ -205,7 +205,7 @@ class Engine:
     def encode_mouth(
         self,
         windows: torch.Tensor,
-        fps: float = 25.0,
+        fps: float = DEFAULT_FPS,
         batch_size: int = OFFICIAL_BATCH,
         progress: Callable[[int], None] | None = None,
     ) -> Factor:
@@ -226,7 +226,7 @@ class Engine:
         self,
         images: torch.Tensor | Iterable[torch.Tensor],
         heads: Sequence[str] = DRIVER_HEADS,
-        fps: float = 25.0,
+        fps: float = DEFAULT_FPS,
         batch_size: int = 16,
         progress: Callable[[int], None] | None = None,
     ) -> dict[str, Factor]:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .audio import OFFICIAL_FPS
 from .errors import InputError, MediaError
 
 FACTOR_DIMS = {"mouth": 500, "expression": 30, "eye": 6, "pose": 6}
@@ -49,7 +50,7 @@ MOTION_ORDER = ("mouth", "expression", "eye", "pose")
 MOTION_DIM = sum(FACTOR_DIMS.values())  # 542
 EYE_BLINK_DIMS = (0, 1, 4, 5)
 EYE_GAZE_DIMS = (2, 3)
-DEFAULT_FPS = 25.0
+DEFAULT_FPS = OFFICIAL_FPS
 OFFICIAL_GAINS = {"mouth": 1.5, "expression": 1.2, "eye": 1.2, "pose": 1.0}
 """The official post-processing's gain per factor (:class:`PostProcess` defaults), in MOTION_ORDER."""
 

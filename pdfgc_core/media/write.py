@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, MediaError
-from ..images import to_rgb
 from .atomic import _commit, _prepare_parent, _temp_sibling, _unlink, atomic_write
 from .ffmpeg import ffmpeg_exe, fps_arg, popen, read_log
 
@@ -29,6 +28,14 @@ def _pad_edge(a: np.ndarray, h: int, w: int) -> np.ndarray:
     if a.shape[1:3] == (h, w):
         return a
     return np.pad(a, ((0, 0), (0, h - a.shape[1]), (0, w - a.shape[2]), (0, 0)), mode="edge")
+
+
+def _to_rgb(frames) -> np.ndarray:
+    """uint8 RGB [B,H,W,3] by :func:`pdfgc_core.images.to_rgb` (imported on use: this package does
+    not import torch)."""
+    from ..images import to_rgb
+
+    return to_rgb(frames, "frames")
 
 
 def _prepare_waveform(waveform, sample_rate) -> np.ndarray:
@@ -241,7 +248,7 @@ class Mp4Writer:
         of ffmpeg (or an interrupt) while frames are being sent aborts the writer."""
         if self._done:
             raise MediaError(f"Mp4Writer for {self.path} is already closed.")
-        batch = to_rgb(frames, "frames")
+        batch = _to_rgb(frames)
         if self.size is not None and (batch.shape[2], batch.shape[1]) != self.size:
             raise InputError(
                 f"frame {self.frames_written} is {batch.shape[2]}x{batch.shape[1]} but "
@@ -376,7 +383,7 @@ def write_frames_png(
 
     if int(start_index) != start_index or start_index < 0:
         raise InputError(f"start_index must be an integer >= 0, got {start_index!r}.")
-    batch = to_rgb(frames, "frames")
+    batch = _to_rgb(frames)
     folder = Path(folder)
     written = []
     for i, rgb in enumerate(batch):
