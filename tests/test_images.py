@@ -11,7 +11,7 @@ from conftest import SAMPLES
 from pdfgc_core import images as I
 from pdfgc_core.errors import InputError, MediaError
 
-DRIVERS = {  # parity README section 4, and the bundled copies of their first frames
+DRIVERS = {  # the official driving folders the fixtures used, and the bundled copies of their first frames
     "pose": ("motions/pose/681600002", "drivers/pose"),
     "exp": ("motions/exp/vox2_id01228_00309", "drivers/expression"),
     "eye": ("motions/eye/id01333_00040/images", "drivers/eye"),
