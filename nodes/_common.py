@@ -18,11 +18,13 @@ try:
     from ..pdfgc_core.checkpoints import PDFGCModels
     from ..pdfgc_core.engine import Engine
     from ..pdfgc_core.errors import InputError
+    from ..pdfgc_core.factors import DEFAULT_FPS
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
     from pdfgc_core import images as core_images
     from pdfgc_core.checkpoints import PDFGCModels
     from pdfgc_core.engine import Engine
     from pdfgc_core.errors import InputError
+    from pdfgc_core.factors import DEFAULT_FPS
 
 log = logging.getLogger("pdfgc")
 
@@ -38,11 +40,11 @@ MAX_FRAMES = 1_000_000
 FPS_INPUT = (
     "FLOAT",
     {
-        "default": 25.0,
+        "default": DEFAULT_FPS,
         "min": 1.0,
         "max": 240.0,
         "step": 0.001,
-        "tooltip": "Frame rate of these frames. PD-FGC's audio windows and the official pipeline use 25.",
+        "tooltip": f"Frame rate of these frames. PD-FGC's audio windows and the official pipeline use {DEFAULT_FPS:g}.",
     },
 )
 

@@ -14,19 +14,19 @@ import torch
 from ._common import CATEGORY, MODEL, Progress, check_interrupt, image_count, intermediate_device
 
 try:
+    from ..pdfgc_core import audio as core_audio
     from ..pdfgc_core import dub as core_dub
     from ..pdfgc_core import images as core_images
     from ..pdfgc_core.errors import InputError
     from ..pdfgc_core.faces.paste import REGIONS
     from ..pdfgc_core.media import VIDEO_EXTENSIONS
-    from ..pdfgc_core.pipeline import AUDIO_LEAD_SECONDS
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
+    from pdfgc_core import audio as core_audio
     from pdfgc_core import dub as core_dub
     from pdfgc_core import images as core_images
     from pdfgc_core.errors import InputError
     from pdfgc_core.faces.paste import REGIONS
     from pdfgc_core.media import VIDEO_EXTENSIONS
-    from pdfgc_core.pipeline import AUDIO_LEAD_SECONDS
 
 STAGES = {"track": 0, "encode": 1, "render": 2}
 
@@ -152,7 +152,7 @@ class _Reporter:
 def _synced_audio(wave: np.ndarray, sr: int, num_frames: int, fps) -> dict:
     """The new audio as ComfyUI AUDIO, lined up with the lips (the lead cut off) and cut or padded
     with silence to the video's length, for Create Video."""
-    lead = int(round(AUDIO_LEAD_SECONDS * sr))
+    lead = int(round(core_audio.AUDIO_LEAD_SECONDS * sr))
     n = int(round(num_frames / float(fps) * sr))
     out = np.zeros((wave.shape[0], n), np.float32)
     body = wave[:, lead : lead + n]

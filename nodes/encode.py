@@ -21,14 +21,16 @@ from ._common import (
 
 try:
     from ..pdfgc_core import audio as core_audio
+    from ..pdfgc_core.audio import AUDIO_LEAD_SECONDS
+    from ..pdfgc_core.engine import DRIVER_HEADS
     from ..pdfgc_core.errors import InputError
     from ..pdfgc_core.images import CROPS
-    from ..pdfgc_core.pipeline import AUDIO_LEAD_SECONDS
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
     from pdfgc_core import audio as core_audio
+    from pdfgc_core.audio import AUDIO_LEAD_SECONDS
+    from pdfgc_core.engine import DRIVER_HEADS
     from pdfgc_core.errors import InputError
     from pdfgc_core.images import CROPS
-    from pdfgc_core.pipeline import AUDIO_LEAD_SECONDS
 
 CROP_INPUT = (
     list(CROPS),
@@ -137,11 +139,12 @@ class PDFGC_EncodeLips:
                 "fps": (
                     "FLOAT",
                     {
-                        "default": 25.0,
+                        "default": core_audio.OFFICIAL_FPS,
                         "min": 1.0,
                         "max": 120.0,
                         "step": 0.001,
-                        "tooltip": "Video frame rate; one mouth frame per 1/fps seconds. The model was trained at 25.",
+                        "tooltip": "Video frame rate; one mouth frame per 1/fps seconds. The model was trained at "
+                        f"{core_audio.OFFICIAL_FPS:g}.",
                     },
                 ),
                 "quality": (
@@ -270,9 +273,8 @@ class PDFGC_EncodeMotion(_EncodeDriver):
     OUTPUT_TOOLTIPS = ("The pose factor.", "The eye factor.", "The expression factor.")
 
     def encode(self, model, images, crop, skip_first, fps):
-        heads = ("pose", "eye", "expression")
-        f = encode_heads(model, images, heads, crop, skip_first, fps, "PD-FGC Encode Motion: images")
-        return tuple(f[h] for h in heads)
+        f = encode_heads(model, images, DRIVER_HEADS, crop, skip_first, fps, "PD-FGC Encode Motion: images")
+        return tuple(f[h] for h in DRIVER_HEADS)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -9,17 +9,19 @@ from ._common import CATEGORY, MODEL, ModelHandle, make_patcher
 
 try:
     from ..pdfgc_core import checkpoints as core
+    from ..pdfgc_core.engine import GENERATOR_IMPLS as IMPLS
+    from ..pdfgc_core.engine import PRECISIONS
     from ..pdfgc_core.errors import CheckpointError, InputError
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
     from pdfgc_core import checkpoints as core
+    from pdfgc_core.engine import GENERATOR_IMPLS as IMPLS
+    from pdfgc_core.engine import PRECISIONS
     from pdfgc_core.errors import CheckpointError, InputError
 
 log = logging.getLogger("pdfgc")
 
 FOLDER = "pdfgc"
 NO_CHECKPOINTS = "(no checkpoints in models/pdfgc)"
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-IMPLS = ("fast", "reference")
 _FILE_EXTENSIONS = (".safetensors", ".tar")
 _OFFICIAL = frozenset(core.OFFICIAL_FILES.values())
 

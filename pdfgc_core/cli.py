@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import AUDIO_LEAD_SECONDS, QUALITIES
 from .checkpoints import INSTALL_HINT, PDFGCModels, convert, load_models
 from .control import cli as control_cli
+from .engine import PRECISIONS
 from .errors import PDFGCError
-from .factors import PostProcess
+from .factors import FIT_MODES, PostProcess
+from .pipeline import ALIGN_CHOICES
 
 log = logging.getLogger("pdfgc")
 
@@ -105,15 +108,15 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
     ap.add_argument(
         "--fit",
         default="loop",
-        choices=["loop", "pingpong", "hold"],
-        help="how drivers shorter than the audio are extended (official: loop)",
+        choices=FIT_MODES,
+        help="how drivers shorter than the audio are extended (official: loop; truncate: refuse short drivers)",
     )
     ap.add_argument("--fps", type=float, default=25.0, help="output frame rate (official: 25)")
     ap.add_argument("--seconds", type=float, default=None, help="render only the first N seconds of audio")
     ap.add_argument(
         "--align",
         default="none",
-        choices=["none", "dlib", "face_alignment"],
+        choices=ALIGN_CHOICES,
         help="detect and align faces in ordinary photos / videos first (default: inputs are "
         "pre-aligned 224x224 crops like the official samples)",
     )
@@ -128,13 +131,13 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
         "--checkpoint", default=None, help=f"official folder / checkpoints.tar / .safetensors (env {CHECKPOINT_ENV})"
     )
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS)
     ap.add_argument("--batch-size", default="8", help="frames per generator batch, or 'auto' (from free memory)")
     ap.add_argument("--seed", type=int, default=None, help="random noise seed (default: the checkpoint's stored noise)")
     ap.add_argument(
         "--audio-quality",
         default="official",
-        choices=["official", "fast"],
+        choices=QUALITIES,
         help="resampler: official = resampy kaiser_best (parity), fast = soxr",
     )
     control_cli.add_render_args(ap)
@@ -221,11 +224,11 @@ def _run_render(args, allow_synthetic: bool) -> int:
         args.out,
         fps=args.fps,
         audio=audio_track,
-        audio_offset=pipeline.AUDIO_LEAD_SECONDS,
+        audio_offset=AUDIO_LEAD_SECONDS,
         metadata=tags,
         sign=sign,
     ) as w:
-        for chunk in pipeline.frames_u8(engine, p, settings, paste_back=args.paste_back, watermark=marked):
+        for chunk in pipeline.frames_u8(engine, p, paste_back=args.paste_back, watermark=marked):
             w.write(chunk)
             if args.frames_dir:
                 write_frames_png(args.frames_dir, chunk, done)
@@ -315,11 +318,9 @@ def _add_dub_args(ap: argparse.ArgumentParser) -> None:
         "--synthetic", action="store_true", help="allow synthetic noise weights when no checkpoint is found"
     )
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS)
     ap.add_argument("--batch-size", type=int, default=8, help="frames per generator batch")
-    ap.add_argument(
-        "--audio-quality", default="official", choices=["official", "fast"], help="resampler (official = parity)"
-    )
+    ap.add_argument("--audio-quality", default="official", choices=QUALITIES, help="resampler (official = parity)")
     _add_provenance_args(ap)
 
 

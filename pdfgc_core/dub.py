@@ -43,7 +43,6 @@ from .faces.headpose import estimate_head_pose
 from .faces.landmarks import LEFT_EYE, RIGHT_EYE, Face, get_detector, template_points
 from .faces.paste import REGIONS, region_mask, view_to_crop
 from .factors import Factor, PostProcess, assemble_motion, fit_indices
-from .pipeline import AUDIO_LEAD_SECONDS
 
 log = logging.getLogger("pdfgc")
 
@@ -728,7 +727,9 @@ def write_dub(
 
     if metadata is None:
         metadata = manifest.container_tags(watermarked=plan.settings.watermark)
-    with Mp4Writer(out, fps=plan.fps, audio=audio, audio_offset=AUDIO_LEAD_SECONDS, metadata=metadata, sign=sign) as w:
+    with Mp4Writer(
+        out, fps=plan.fps, audio=audio, audio_offset=audio_io.AUDIO_LEAD_SECONDS, metadata=metadata, sign=sign
+    ) as w:
         i = 0
         for chunk in dub_frames(engine, source, plan, progress, check_interrupt):
             w.write(chunk)

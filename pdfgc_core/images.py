@@ -1,4 +1,4 @@
-"""Image intake and output, bit-exact with the official loader (PDFGC.md section 5, "Images").
+"""Image intake and output, bit-exact with the official loader.
 
 Layouts and ranges used here:
 - ``u8``: numpy uint8 RGB, [H, W, 3] or [B, H, W, 3], 0..255.
@@ -66,8 +66,84 @@ def to_u8(images) -> np.ndarray:
     if a.dtype == np.uint16:
         return (a >> 8).astype(np.uint8)
     raise InputError(
-        f"image array has dtype {a.dtype}; expected uint8 (or uint16). Float ComfyUI images go through comfy_to_u8."
+        f"image array has dtype {a.dtype}; expected uint8 (or uint16). Float pictures go through to_rgb "
+        "(ComfyUI IMAGE: comfy_to_u8)."
     )
+
+
+def _picture_batch(pictures, what: str) -> np.ndarray:
+    """``[N,H,W,C]`` view (C = 1..4, N, H, W >= 1) of a picture or batch; any dtype, not converted."""
+    if torch.is_tensor(pictures):
+        t = pictures.detach().cpu()
+        pictures = (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+    try:
+        a = np.asarray(pictures)
+    except ValueError as e:  # a list of pictures of different sizes
+        raise InputError(f"{what}: the pictures cannot form one batch ({e}); give pictures of one size") from e
+    if a.dtype == object:
+        raise InputError(f"{what}: expected an image array, got {type(pictures).__name__} of mixed contents")
+    if a.ndim == 2:
+        a = a[None, :, :, None]
+    elif a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[-1] not in (1, 2, 3, 4):
+        raise InputError(
+            f"{what}: expected a picture [H,W], [H,W,C] or a batch [N,H,W,C] with C = 1..4 "
+            f"channels, got an array of shape {tuple(np.shape(pictures))}"
+        )
+    if a.shape[0] == 0:
+        raise InputError(f"{what}: the batch is empty (0 pictures); give at least one picture")
+    if a.shape[1] == 0 or a.shape[2] == 0:
+        raise InputError(f"{what}: the picture is empty (shape {tuple(a.shape)}); give a picture with pixels")
+    return a
+
+
+def _check_floats(f: np.ndarray, what: str, strict_range: bool) -> None:
+    if not np.isfinite(f).all():
+        raise InputError(f"{what} contains NaN or infinite values")
+    if strict_range:
+        lo, hi = float(f.min()), float(f.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            hint = " (divide 0..255 values by 255)" if hi <= 255 else ""
+            raise InputError(f"{what}: float pictures must hold values in 0..1, found {lo:.3g}..{hi:.3g}{hint}")
+
+
+def to_rgb(pictures, what: str = "image", *, dtype=np.uint8, strict_range: bool = False) -> np.ndarray:
+    """The one picture converter: a picture or a batch -> numpy RGB ``[N,H,W,3]``, uint8 0..255
+    (``dtype=np.uint8``) or float32 0..1 (``dtype=np.float32``).
+
+    Layouts: ``[H,W]`` (one grey picture), ``[H,W,C]`` (one picture), ``[N,H,W,C]`` (a batch, e.g.
+    a ComfyUI IMAGE); numpy arrays, torch tensors (any device) or sequences of pictures of one size.
+    Channels: C = 1 (grey, repeated to RGB), 2 (grey + alpha), 3 (RGB), 4 (RGBA); alpha is dropped,
+    not composited (what OpenCV's IMREAD_COLOR, used by the official loader, does).
+    Values: uint8 as they are; uint16 keep their high byte (:func:`to_u8`); other integers must
+    lie in 0..255; floats are 0..1, clipped (``strict_range``: refused beyond 1e-3 of it), then
+    rounded to the nearest level in float32 (ties to even). float32 output keeps float input's
+    precision (clipped) and divides integer input, converted as above, by 255.
+
+    :class:`InputError` naming ``what`` for another layout or channel count, an empty batch or
+    picture, NaN / inf, integers outside 0..255 and other dtypes (bool, complex, ...). Converted
+    frame by frame, so a long float clip needs no full-size temporaries.
+    """
+    a = _picture_batch(pictures, what)
+    is_float = np.issubdtype(a.dtype, np.floating)
+    if not (is_float or (np.issubdtype(a.dtype, np.integer) and a.dtype != np.bool_)):
+        raise InputError(f"{what}: unsupported pixel type {a.dtype}; use uint8 0..255 or floats in 0..1")
+    if a.dtype.kind in "iu" and a.dtype not in (np.uint8, np.uint16) and a.size and (a.min() < 0 or a.max() > 255):
+        raise InputError(f"{what}: integer pixels outside 0..255 (dtype {a.dtype}); pass uint8, or floats in 0..1")
+    n, h, w, c = a.shape
+    out = np.empty((n, h, w, 3), dtype)
+    for i in range(n):
+        f = a[i][..., : 1 if c <= 2 else 3]  # grey (+alpha) -> grey, RGBA -> RGB; broadcast to 3 below
+        if is_float:
+            f = f.astype(np.float32, copy=False)
+            _check_floats(f, what, strict_range)
+            f = np.clip(f, 0, 1)
+            out[i] = np.rint(f * 255) if dtype == np.uint8 else f
+        else:
+            f = to_u8(f) if a.dtype in (np.uint8, np.uint16) else f.astype(np.uint8)
+            out[i] = f if dtype == np.uint8 else f.astype(np.float32) / np.float32(255)
+    return out
 
 
 def _check_rgb_u8(img, what: str, batched: bool) -> np.ndarray:
@@ -119,7 +195,8 @@ def to_network(u8, channels_last: bool = False) -> torch.Tensor:
 
 
 def prepare_batch(images, crop: str = "official", channels_last: bool = False) -> torch.Tensor:
-    """RGB uint8 [B, H, W, 3] -> network tensor [B, 3, 224, 224] float32 in -1..1.
+    """The one frames -> network batch function: RGB uint8 (or uint16) [B, H, W, 3], or a list of
+    [H, W, 3] frames whose sizes may differ -> network tensor [B, 3, 224, 224] float32 in -1..1.
 
     ``crop="official"``: the official loader's resize + crop + resize (faces framed like the
     official samples / our alignment). ``crop="none"``: only resize to 224 (images already in
@@ -127,9 +204,14 @@ def prepare_batch(images, crop: str = "official", channels_last: bool = False) -
     """
     if crop not in CROPS:
         raise InputError(f"crop mode {crop!r} is not one of {CROPS}.")
-    a = _check_rgb_u8(images, "image batch", batched=True)
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise InputError("image batch is empty (no frames).")
+        frames = [_check_rgb_u8(im, "image", batched=False) for im in images]
+    else:
+        frames = _check_rgb_u8(images, "image batch", batched=True)
     fn = official_crop if crop == "official" else resize_224
-    return to_network(np.stack([fn(im) for im in a]), channels_last=channels_last)
+    return to_network(np.stack([fn(im) for im in frames]), channels_last=channels_last)
 
 
 # ---------------------------------------------------------------------------------- ComfyUI
@@ -138,32 +220,21 @@ def prepare_batch(images, crop: str = "official", channels_last: bool = False) -
 def comfy_to_u8(images) -> np.ndarray:
     """ComfyUI IMAGE [B, H, W, C] float 0..1 (torch or numpy) -> uint8 numpy [B, H, W, 3].
 
-    Values are clipped to 0..1, then ``round(x * 255)`` (ties to even). C = 1 (grey) is repeated to
-    3 channels; C = 4 (RGBA) drops alpha without compositing (as OpenCV's reader does); a single
-    [H, W, C] image is taken as a batch of one. Empty batches, other channel counts and NaN/inf
-    raise :class:`InputError`.
+    Checks what an IMAGE socket promises (float values, C = 3, 1 or 4, a single [H, W, C] image
+    taken as a batch of one; :class:`InputError` otherwise), then converts with :func:`to_rgb`
+    (clipped to 0..1, ``round(x * 255)``, grey repeated, alpha dropped).
     """
-    t = images if torch.is_tensor(images) else torch.as_tensor(np.asarray(images))
-    t = t.detach().cpu()
-    if t.ndim == 3:
-        t = t[None]
-    if t.ndim != 4:
-        raise InputError(f"IMAGE: expected [batch, height, width, channels], got shape {tuple(t.shape)}.")
-    if t.shape[0] == 0 or t.shape[1] == 0 or t.shape[2] == 0:
-        raise InputError(f"IMAGE batch is empty (shape {tuple(t.shape)}). Connect at least one image.")
-    c = t.shape[-1]
-    if c not in (1, 3, 4):
-        raise InputError(f"IMAGE has {c} channels; expected 3 (RGB), 1 (grey) or 4 (RGBA).")
-    if not t.is_floating_point():
-        raise InputError(f"IMAGE has dtype {t.dtype}; expected float values in 0..1.")
-    t = t.float()
-    if not bool(torch.isfinite(t).all()):
-        raise InputError("IMAGE contains NaN or infinite values. Fix the node that produced it.")
-    if c == 1:
-        t = t.expand(-1, -1, -1, 3)
-    elif c == 4:
-        t = t[..., :3]
-    return (t.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).numpy().copy()
+    shape = tuple(images.shape) if hasattr(images, "shape") else tuple(np.shape(images))
+    if len(shape) not in (3, 4):
+        raise InputError(f"IMAGE: expected [batch, height, width, channels], got shape {shape}.")
+    if 0 in shape[:-1]:
+        raise InputError(f"IMAGE batch is empty (shape {shape}). Connect at least one image.")
+    if shape[-1] not in (1, 3, 4):
+        raise InputError(f"IMAGE has {shape[-1]} channels; expected 3 (RGB), 1 (grey) or 4 (RGBA).")
+    dtype = images.dtype if torch.is_tensor(images) else np.asarray(images).dtype
+    if not (dtype.is_floating_point if torch.is_tensor(images) else dtype.kind == "f"):
+        raise InputError(f"IMAGE has dtype {dtype}; expected float values in 0..1.")
+    return to_rgb(images, "IMAGE")
 
 
 def u8_to_comfy(u8) -> torch.Tensor:

@@ -8,6 +8,7 @@ Peak memory is bounded by the chunk size, not the clip length.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -19,17 +20,20 @@ import torch
 
 from . import audio as audio_io
 from . import images, media, provenance
-from .engine import DRIVER_HEADS, Appearance, Engine
+from .engine import DRIVER_HEADS, OFFICIAL_BATCH, Appearance, Engine
 from .errors import InputError
-from .factors import Factor, PostProcess, assemble_motion, scale
+from .faces.landmarks import DETECTORS
+from .factors import DEFAULT_FPS, MOTION_ORDER, Factor, PostProcess, combine_motion, scale
 
 log = logging.getLogger("pdfgc")
 
 OFFICIAL_SKIP = 2
-OFFICIAL_MIN_DRIVER_FILES = OFFICIAL_SKIP + 8
+OFFICIAL_MIN_DRIVER_FILES = OFFICIAL_SKIP + OFFICIAL_BATCH
+"""The official code needs one full batch of driving frames after the skip (shorter ones crash it)."""
 STRENGTH_WARN = 10.0
 """Factor strengths above this (in magnitude) are logged as a warning: the frames saturate."""
-AUDIO_LEAD_SECONDS = 0.08  # output frame j shows the speech at video frame j+2 (official, 25 fps)
+ALIGN_CHOICES = ("none", *DETECTORS)
+"""``align`` values: ``none`` (inputs are already aligned crops) or a landmark backend."""
 ALIGN_CHUNK = 256  # driver frames aligned together (one similarity per chunk, video mode)
 
 
@@ -39,9 +43,10 @@ class Driver:
 
     ``source``: a folder of frames, a video file, an image file, or uint8 frames [N,H,W,3] RGB.
     ``skip_first``: frames dropped at the start; ``None`` = official behaviour (2 for a folder of
-    frames, 0 otherwise). ``crop``: ``"official"`` applies the official 0:192 x 16:208 crop.
-    ``align``: a landmark backend (``"dlib"``, ``"face_alignment"``) that detects and aligns faces in
-    ordinary footage first, or ``"none"`` for frames already aligned like the official samples."""
+    frames, 0 otherwise). ``crop``: one of :data:`pdfgc_core.images.CROPS` (``"official"``: the
+    official loader's crop, ``"none"``: resize only). ``align``: one of :data:`ALIGN_CHOICES`, a
+    landmark backend that detects and aligns faces in ordinary footage first, or ``"none"`` for
+    frames already aligned like the official samples."""
 
     source: str | Path | np.ndarray
     skip_first: int | None = None
@@ -53,10 +58,10 @@ class Driver:
 class RenderSettings:
     """Everything that shapes the motion. Strength 0 turns a factor off (zero = canonical)."""
 
-    fps: float = 25.0
+    fps: float = DEFAULT_FPS
     audio_quality: str = "official"
     max_seconds: float | None = None
-    strengths: dict = field(default_factory=lambda: {"mouth": 1.0, "expression": 1.0, "eye": 1.0, "pose": 1.0})
+    strengths: dict = field(default_factory=lambda: dict.fromkeys(MOTION_ORDER, 1.0))
     blink: bool = True
     gaze: bool = True
     fit: str = "loop"
@@ -103,9 +108,8 @@ def iter_driver_batches(driver: Driver, num_needed: int, chunk: int, fps: float)
             from .faces import align_faces
 
             raw, _ = align_faces(np.stack(raw), driver.align, mode="video", name=name)
-        crops = [images.official_crop(f) if driver.crop == "official" else images.resize_224(f) for f in raw]
-        for s in range(0, len(crops), chunk):
-            yield images.to_network(np.stack(crops[s : s + chunk]))
+        for s in range(0, len(raw), chunk):
+            yield images.prepare_batch(list(raw[s : s + chunk]), crop=driver.crop)
     if n == 0:
         raise InputError(f"{name}: no frames left after skipping {skip}; give a longer driver or lower skip_first.")
 
@@ -156,8 +160,7 @@ def load_appearance_image(source, crop: str = "official", align: str = "none") -
         (rgb,), info = align_faces(
             rgb[None], align, mode="image", name=str(source) if isinstance(source, (str, Path)) else "appearance image"
         )
-    rgb = images.official_crop(rgb) if crop == "official" else images.resize_224(rgb)
-    return AppearanceInput(images.to_network(rgb[None]), original, info)
+    return AppearanceInput(images.prepare_batch([rgb], crop=crop), original, info)
 
 
 def mouth_windows(audio, settings: RenderSettings) -> torch.Tensor:
@@ -170,12 +173,15 @@ def mouth_windows(audio, settings: RenderSettings) -> torch.Tensor:
 
 @dataclass
 class Plan:
-    """What a render will produce: the appearance, the motion [T,542] and the number of frames."""
+    """What a render will produce: the appearance, the motion [T,542] (``num_frames`` = T), the raw
+    factors, the appearance picture (for paste-back) and a copy of the :class:`RenderSettings` it
+    was planned with (:func:`frames_u8` generates with them)."""
 
     appearance: Appearance
     motion: torch.Tensor
     factors: dict[str, Factor]
     source: AppearanceInput | None = None
+    settings: RenderSettings = field(default_factory=RenderSettings)
 
     @property
     def num_frames(self) -> int:
@@ -226,10 +232,10 @@ def plan(
             strong,
         )
     scaled = {k: _scaled(k, f, settings.strengths.get(k, 1.0)) for k, f in factors.items()}
-    motion = assemble_motion(
-        num, **scaled, fit=settings.fit, post=settings.post, blink=settings.blink, gaze=settings.gaze
+    motion = combine_motion(
+        **scaled, length=num, fit=settings.fit, post=settings.post, blink=settings.blink, gaze=settings.gaze
     )
-    return Plan(app, motion, factors, source)
+    return Plan(app, motion, factors, source, dataclasses.replace(settings, strengths=dict(settings.strengths)))
 
 
 def _scaled(kind: str, f: Factor, strength) -> Factor:
@@ -244,16 +250,18 @@ def _scaled(kind: str, f: Factor, strength) -> Factor:
 def frames_u8(
     engine: Engine,
     p: Plan,
-    settings: RenderSettings,
     paste_back: bool = False,
     progress: Callable[[int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
     watermark: bool = True,
 ) -> Iterator[np.ndarray]:
-    """Generated frames as uint8 RGB chunks: [b,224,224,3] (official truncating conversion), or with
-    ``paste_back`` (needs an aligned appearance) the full original picture [b,H,W,3] with the face
-    blended in. Every frame carries the invisible PD-FGC watermark (:mod:`pdfgc_core.provenance`)
-    unless ``watermark=False`` (an explicit opt-out, logged as a warning)."""
+    """Generated frames as uint8 RGB chunks of ``p.settings.batch_size`` frames, with the noise of
+    ``p.settings.noise``: [b,224,224,3] (official truncating conversion), or with ``paste_back``
+    (needs an aligned appearance) the full original picture [b,H,W,3] with the face blended in.
+    Every frame carries the invisible PD-FGC watermark (:mod:`pdfgc_core.provenance`) unless
+    ``watermark=False`` (an explicit opt-out, logged as a warning)."""
+    if isinstance(paste_back, RenderSettings):
+        raise InputError("frames_u8 takes no settings: the plan carries the ones it was planned with (plan.settings)")
     if paste_back and (p.source is None or p.source.crop_info is None):
         raise InputError("paste-back needs an aligned appearance image: set an alignment backend (e.g. dlib)")
     if not watermark:
@@ -261,8 +269,8 @@ def frames_u8(
     for chunk in engine.generate(
         p.appearance,
         p.motion,
-        batch_size=settings.batch_size,
-        noise=settings.noise,
+        batch_size=p.settings.batch_size,
+        noise=p.settings.noise,
         progress=progress,
         check_interrupt=check_interrupt,
     ):
@@ -271,5 +279,5 @@ def frames_u8(
             from .faces import paste_back as paste
 
             full, _ = paste(p.source.original[None], u8, p.source.crop_info)
-            u8 = np.clip(np.rint(full * 255), 0, 255).astype(np.uint8)
+            u8 = images.to_rgb(full, "pasted frames")
         yield provenance.embed(u8) if watermark else u8

@@ -25,6 +25,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from pdfgc_core.factors import DEFAULT_FPS, OFFICIAL_GAINS  # noqa: E402
+
 SAMPLES = REPO / "samples"
 OUT_DIR = REPO / "example_workflows"
 
@@ -40,7 +45,7 @@ INPUT_FILES = {
     "pdfgc_expression.mp4": ("video", "drivers/expression"),
     "pdfgc_expression.jpg": ("copy", "drivers/expression/000006.jpg"),
 }
-VIDEO_FPS = 25
+VIDEO_FPS = int(DEFAULT_FPS)
 
 SETUP = (
     "Checkpoints: put the official PD-FGC checkpoints.tar (or a folder with the four .pth files, or a "
@@ -63,10 +68,7 @@ def _combine(**factors):
         "fit": "loop",
         "match_fps": True,
         "post_process": True,
-        "mouth_gain": 1.5,
-        "expression_gain": 1.2,
-        "eye_gain": 1.2,
-        "pose_gain": 1.0,
+        **{f"{kind}_gain": gain for kind, gain in OFFICIAL_GAINS.items()},
         "blink": True,
         "gaze": True,
     }
@@ -74,7 +76,8 @@ def _combine(**factors):
     return {"class_type": "PDFGC_CombineMotion", "inputs": inputs}
 
 
-def _driver(cls, video_node, model="1"):
+def _driver(cls, video_node, model="1", fps=None):
+    """A driver encoder on a video's frames (its fps wired from the video), or on pictures at ``fps``."""
     return {
         "class_type": cls,
         "inputs": {
@@ -82,7 +85,7 @@ def _driver(cls, video_node, model="1"):
             "images": [video_node, 0],
             "crop": "official",
             "skip_first": 0,
-            "fps": [video_node, 2],
+            "fps": [video_node, 2] if fps is None else fps,
         },
     }
 
@@ -103,7 +106,13 @@ def _generate(appearance, motion):
 def _lips(audio):
     return {
         "class_type": "PDFGC_EncodeLips",
-        "inputs": {"model": ["1", 0], "audio": [audio, 0], "fps": 25.0, "quality": "official", "max_seconds": 0.0},
+        "inputs": {
+            "model": ["1", 0],
+            "audio": [audio, 0],
+            "fps": DEFAULT_FPS,
+            "quality": "official",
+            "max_seconds": 0.0,
+        },
     }
 
 
@@ -251,13 +260,11 @@ GRAPHS: dict[str, dict] = {
                 "inputs": {"model": ["1", 0], "image": ["2", 0], "crop": "official"},
             },
             "5": {
-                "class_type": "PDFGC_EncodeExpression",
-                "inputs": {"model": ["1", 0], "images": ["2", 0], "crop": "official", "skip_first": 0, "fps": 25.0},
+                **_driver("PDFGC_EncodeExpression", "2", fps=DEFAULT_FPS),
                 "_meta": {"title": "Expression a (portrait)"},
             },
             "6": {
-                "class_type": "PDFGC_EncodeExpression",
-                "inputs": {"model": ["1", 0], "images": ["3", 0], "crop": "official", "skip_first": 0, "fps": 25.0},
+                **_driver("PDFGC_EncodeExpression", "3", fps=DEFAULT_FPS),
                 "_meta": {"title": "Expression b (reference)"},
             },
             "7": {
@@ -276,7 +283,7 @@ GRAPHS: dict[str, dict] = {
             },
             "8": _combine(expression=["7", 0]),
             "9": _generate("4", "8"),
-            "10": {"class_type": "CreateVideo", "inputs": {"images": ["9", 0], "fps": 25.0}},
+            "10": {"class_type": "CreateVideo", "inputs": {"images": ["9", 0], "fps": DEFAULT_FPS}},
             "11": _save_video("10", "pdfgc/expression_interpolation"),
         },
     },
@@ -353,8 +360,6 @@ def write_workflow_inputs(dest: str | Path, names=None, max_video_frames: int | 
     ComfyUI/input/): sample pictures and speech copied, driving videos encoded at 25 fps from the
     sample frame folders (H.264, no sound; at most ``max_video_frames`` frames). Existing files
     are kept. Returns the names."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     written = []

@@ -10,6 +10,7 @@ import pytest
 
 from pdfgc_core import cli, media, pipeline, provenance, synthetic
 from pdfgc_core.engine import Engine
+from pdfgc_core.errors import InputError
 from pdfgc_core.provenance import manifest
 
 SECONDS = 0.4
@@ -42,7 +43,10 @@ def test_demo_renders_sample_with_sound_equal_to_core(no_checkpoint, tmp_path, c
     engine = Engine(_models(), device="cpu")
     drivers = {k: pipeline.Driver(str(cli.SAMPLES / "drivers" / k)) for k in ("pose", "eye", "expression")}
     plan = pipeline.plan(engine, str(cli.SAMPLES / "anne.png"), str(cli.SAMPLES / "speech.mp3"), drivers, settings)
-    want = np.concatenate(list(pipeline.frames_u8(engine, plan, settings)))
+    want = np.concatenate(list(pipeline.frames_u8(engine, plan)))  # generated with plan.settings
+    assert plan.settings == settings and plan.settings is not settings  # a copy of what it was planned with
+    with pytest.raises(InputError, match="plan carries"):
+        next(pipeline.frames_u8(engine, plan, settings))
 
     pngs = sorted(frames_dir.glob("*.png"))
     assert len(pngs) == len(want) == plan.num_frames > 0

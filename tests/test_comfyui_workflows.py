@@ -199,7 +199,7 @@ def test_example_workflow_runs_and_equals_core(server, object_info, engine, path
     if any(
         n["class_type"] == "PDFGC_EncodeLips" for n in prompt.values()
     ):  # the sound for the video starts 0.08 s in, lined up with the lips
-        from pdfgc_core.pipeline import AUDIO_LEAD_SECONDS
+        from pdfgc_core.audio import AUDIO_LEAD_SECONDS
 
         lips = node_of(prompt, "PDFGC_EncodeLips")
         loaded = taps[f"tap_{prompt[lips]['inputs']['audio'][0]}_0"]

@@ -371,7 +371,7 @@ def test_encode_lips_equals_core(handle, engine, speech, comfy):
     assert same(mouth, ref) and count == len(ref) == 7 and fps == 25.0
     assert comfy.bars[-1].value == comfy.bars[-1].total == count
     # the sound for the video starts 2 frames (0.08 s) in, as the official videos and the CLI
-    lead = round(pipeline.AUDIO_LEAD_SECONDS * speech["sample_rate"])
+    lead = round(core_audio.AUDIO_LEAD_SECONDS * speech["sample_rate"])
     assert lead == round(2 / 25 * 44100) and synced["sample_rate"] == speech["sample_rate"]
     assert torch.equal(synced["waveform"], speech["waveform"][..., lead:])
     mouth30, count30, _, _ = encode.PDFGC_EncodeLips().encode(handle, speech, 30.0, "official", 0.4)
@@ -510,10 +510,7 @@ COMBINE_DEFAULTS = dict(
     fit="loop",
     match_fps=True,
     post_process=True,
-    mouth_gain=1.5,
-    expression_gain=1.2,
-    eye_gain=1.2,
-    pose_gain=1.0,
+    **{f"{kind}_gain": gain for kind, gain in F.OFFICIAL_GAINS.items()},
     blink=True,
     gaze=True,
 )

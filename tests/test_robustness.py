@@ -244,11 +244,11 @@ def test_mismatched_factor_lengths_follow_the_fit_policy(engine):
 
 def test_extreme_factor_strengths(engine, caplog):
     drv = pipeline.Driver(frames(2))
-    s = settings(strengths={"mouth": 1.0, "expression": 1.0, "eye": 1.0, "pose": 1e6})
+    s = settings(strengths={"mouth": 1.0, "expression": 1.0, "eye": 1.0, "pose": 1e6}, batch_size=1)
     with caplog.at_level(logging.WARNING, logger="pdfgc"):
         p = pipeline.plan(engine, portrait(), (speech(0.13), SR), {"pose": drv}, s)
     assert "far above 1" in caplog.text and "'pose': 1000000.0" in caplog.text
-    frame = next(pipeline.frames_u8(engine, p, settings(batch_size=1)))  # saturated, but finite pixels
+    frame = next(pipeline.frames_u8(engine, p))  # saturated, but finite pixels
     assert frame.shape == (1, 224, 224, 3) and frame.dtype == np.uint8
     app = engine.encode_appearance(pipeline.load_appearance_image(portrait()).tensor)
     motion = torch.full((1, MOTION_DIM), 3e37)  # finite, but the generator's arithmetic overflows

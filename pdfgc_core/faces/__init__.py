@@ -30,6 +30,7 @@ from .convert import MIN_SIDE, as_rgb_f32, as_rgb_u8
 from .headpose import HeadPose, estimate_head_pose, estimate_head_poses
 from .landmarks import (
     BACKENDS,
+    DETECTORS,
     FAN_FILES,
     DlibDetector,
     Face,
@@ -50,6 +51,7 @@ __all__ = [
     "BORDERS",
     "CROP_SIZE",
     "DEFAULT_FEATHER",
+    "DETECTORS",
     "FAN_FILES",
     "GENERATOR_WINDOW",
     "MIN_EYE_DISTANCE",

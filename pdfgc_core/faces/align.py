@@ -43,13 +43,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FaceNotFoundError, InputError
+from ..images import SIZE, resize_224
 from .convert import as_rgb_u8
 from .landmarks import Face, LandmarkDetector, get_detector
 
 TEMPLATE = np.array([[87.0, 59.0], [137.0, 59.0], [112.0, 120.0]])
 """Crop-pixel positions (x, y) of left eye, right eye and inner-mouth centres."""
 TEMPLATE_EYE_DISTANCE = float(np.linalg.norm(TEMPLATE[1] - TEMPLATE[0]))
-CROP_SIZE = 224
+CROP_SIZE = SIZE
 MIN_EYE_DISTANCE = 20.0
 SMOOTHING = 0.2
 """Weight of the previous frame's mouth re-centring bias in video mode."""
@@ -362,8 +363,6 @@ def align_faces(
     Returns uint8 crops ``[N,224,224,3]`` (RGB, the layout of the official sample crops) and
     the :class:`CropInfo`.
     """
-    import cv2
-
     det = get_detector(detector)
     if mode not in MODES:
         raise InputError(f"alignment mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
@@ -372,11 +371,7 @@ def align_faces(
 
     if det.pre_aligned:
         mats = np.repeat(resize_affine((h, w), (CROP_SIZE, CROP_SIZE))[None], n, 0)
-        crops = (
-            frames.copy()
-            if (h, w) == (CROP_SIZE, CROP_SIZE)
-            else np.stack([cv2.resize(f, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR) for f in frames])
-        )
+        crops = np.stack([resize_224(f) for f in frames])
         note = "pre-aligned: no detection" + (
             "" if (h, w) == (CROP_SIZE, CROP_SIZE) else f"; {w}x{h} stretched to 224x224 like the official loader"
         )

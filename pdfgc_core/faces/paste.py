@@ -20,10 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..images import CROP_COLS, CROP_ROWS
 from .align import CROP_SIZE, CropInfo, compose_affine, invert_affine, resize_affine
 from .convert import as_rgb_f32
 
-GENERATOR_WINDOW = (0, 192, 16, 208)
+GENERATOR_WINDOW = (*CROP_ROWS, *CROP_COLS)
 """(top, bottom, left, right) of the crop region the networks see (official loader)."""
 MASK_CENTER = (111.5, 95.5)
 MASK_RADIUS = 96.0

@@ -27,8 +27,9 @@ Writing rules
   * With chroma-subsampled pixel formats (``yuv420p``: even width and height;
     ``yuv422p``: even width) odd frame sizes are padded by one pixel on the right / bottom,
     repeating the last column / row. The written video is then 1 px larger than the frames.
-  * Float frames are taken as ``0..1`` and converted with ``round(clip(x, 0, 1) * 255)``:
-    rounding (not truncation) maps ``k / 255`` back to ``k`` exact
+  * Frames are converted by :func:`pdfgc_core.images.to_rgb`: float frames are taken as ``0..1``
+    and become ``round(clip(x, 0, 1) * 255)`` (rounding, not truncation, maps ``k / 255`` back to
+    ``k`` exactly); grey is replicated, alpha dropped, 16-bit samples keep their high byte.
 
 Modules: :mod:`.ffmpeg` (the binary and its processes), :mod:`.atomic` (all-or-nothing files),
 :mod:`.read` (frames in), :mod:`.write` (mp4 and PNG out). Their public names are re-exported here.

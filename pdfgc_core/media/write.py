@@ -19,38 +19,6 @@ from .ffmpeg import ffmpeg_exe, fps_arg, popen, read_log
 _AUDIO_BITRATE = "192k"
 
 
-def _to_uint8_rgb(frames, what: str = "frames") -> np.ndarray:
-    """uint8 / float 0..1 (numpy, or anything with ``__array__``; torch tensors are moved to
-    the CPU) in [H,W,3], [B,H,W,3] or grayscale [H,W] / [...,1] -> uint8 [B,H,W,3]."""
-    if hasattr(frames, "detach"):
-        frames = frames.detach().cpu().numpy()
-    a = np.asarray(frames)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim != 4 or a.shape[-1] not in (1, 3) or min(a.shape[1:3]) < 1:
-        raise InputError(
-            f"{what} must be RGB images [H,W,3] or [B,H,W,3] (grayscale [H,W] or "
-            f"[...,1] also accepted), got shape {tuple(a.shape)}."
-        )
-    if a.dtype == np.uint8:
-        pass
-    elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise InputError(f"{what} contain NaN or infinite values.")
-        a = np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
-    elif a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
-        if a.size and (a.min() < 0 or a.max() > 255):
-            raise InputError(f"{what} are integers outside 0..255 (dtype {a.dtype}); pass uint8, or floats in 0..1.")
-        a = a.astype(np.uint8)
-    else:
-        raise InputError(f"{what} have dtype {a.dtype}; pass uint8 0..255 or float 0..1.")
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    return a
-
-
 def _even_shape(pix_fmt: str, h: int, w: int) -> tuple[int, int]:
     sub_w = any(t in pix_fmt for t in ("420", "422", "411", "nv12", "nv21", "yuyv", "uyvy"))
     sub_h = any(t in pix_fmt for t in ("420", "nv12", "nv21"))
@@ -63,29 +31,21 @@ def _pad_edge(a: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.pad(a, ((0, 0), (0, h - a.shape[1]), (0, w - a.shape[2]), (0, 0)), mode="edge")
 
 
+def _to_rgb(frames) -> np.ndarray:
+    """uint8 RGB [B,H,W,3] by :func:`pdfgc_core.images.to_rgb` (imported on use: this package does
+    not import torch)."""
+    from ..images import to_rgb
+
+    return to_rgb(frames, "frames")
+
+
 def _prepare_waveform(waveform, sample_rate) -> np.ndarray:
-    """-> float32 [N, C] for soundfile."""
-    if hasattr(waveform, "detach"):
-        waveform = waveform.detach().cpu().numpy()
-    x = np.asarray(waveform)
-    if x.ndim == 3 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2 or x.shape[1] < 1:
-        raise InputError(f"audio waveform must be [N] or [C, N] (or [1, C, N]), got shape {tuple(x.shape)}.")
-    if x.shape[0] > 16:
-        raise InputError(
-            f"audio waveform of shape {tuple(x.shape)} has {x.shape[0]} channels; pass it as [C, N] (channels first)."
-        )
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise InputError(f"audio waveform has dtype {x.dtype}; pass float32 in -1..1.")
-    x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise InputError("audio waveform contains NaN or infinite values.")
-    if not (int(sample_rate) == sample_rate and 1000 <= sample_rate <= 384000):
-        raise InputError(f"audio sample rate must be an integer in 1000..384000 Hz, got {sample_rate!r}.")
-    return np.ascontiguousarray(x.T)
+    """(waveform, sample_rate) -> float32 [N, C] for soundfile, checked by the audio module's
+    validators (imported here: the audio module itself imports this package)."""
+    from ..audio import as_waveform, check_sample_rate
+
+    check_sample_rate(sample_rate)
+    return np.ascontiguousarray(as_waveform(waveform).T)
 
 
 class _Resources:
@@ -139,7 +99,8 @@ class Mp4Writer:
         is renamed onto ``path`` (``final``), so the result still appears all at once.
 
     ``write(frames)`` takes uint8 [H,W,3] / [B,H,W,3] RGB, float 0..1 in the same layouts,
-    or torch tensors of them; the first frame fixes the size. Use as a context manager, or
+    or torch tensors of them (any picture :func:`pdfgc_core.images.to_rgb` converts); the first
+    frame fixes the size. Use as a context manager, or
     call ``close()`` (finish, may raise MediaError) / ``abort()`` (discard) yourself.
     """
 
@@ -290,13 +251,14 @@ class Mp4Writer:
         self._res.procs.append(self._proc)
 
     def write(self, frames) -> None:
-        """Append frames: [H,W,3] or [B,H,W,3] RGB, uint8 0..255 or float 0..1.
+        """Append frames: [H,W,3] or [B,H,W,3] RGB, uint8 0..255 or float 0..1 (see
+        :func:`pdfgc_core.images.to_rgb`).
 
         A frame of the wrong shape raises InputError and leaves the writer usable; a failure
         of ffmpeg (or an interrupt) while frames are being sent aborts the writer."""
         if self._done:
             raise MediaError(f"Mp4Writer for {self.path} is already closed.")
-        batch = _to_uint8_rgb(frames)
+        batch = _to_rgb(frames)
         if self.size is not None and (batch.shape[2], batch.shape[1]) != self.size:
             raise InputError(
                 f"frame {self.frames_written} is {batch.shape[2]}x{batch.shape[1]} but "
@@ -437,7 +399,7 @@ def write_frames_png(
 
     if int(start_index) != start_index or start_index < 0:
         raise InputError(f"start_index must be an integer >= 0, got {start_index!r}.")
-    batch = _to_uint8_rgb(frames)
+    batch = _to_rgb(frames)
     folder = Path(folder)
     written = []
     for i, rgb in enumerate(batch):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..factors import FACTOR_DIMS
 from .blocks import IMAGE_HINT, check_batch, conv1x1, conv3x3
 
 # Checkpoint keys this module does not hold: the mouth head (computed and discarded, or never
@@ -29,9 +30,9 @@ LIP_DIM = 500  # official ``mouth_embed`` output (the space of the audio's mouth
 
 # user-facing head name -> (official feature MLP, official embedding layer, output size)
 HEADS = {
-    "pose": ("to_headpose", "headpose_embed", 6),
-    "eye": ("to_eye", "eye_embed", 6),
-    "expression": ("to_emo", "emo_embed", 30),
+    "pose": ("to_headpose", "headpose_embed", FACTOR_DIMS["pose"]),
+    "eye": ("to_eye", "eye_embed", FACTOR_DIMS["eye"]),
+    "expression": ("to_emo", "emo_embed", FACTOR_DIMS["expression"]),
 }
 
 
@@ -196,7 +197,7 @@ class MotionEncoder(nn.Module):
         mlp, emb, _ = HEADS[name]
         return self._modules[emb](self._modules[mlp](feat))
 
-    def forward(self, x: torch.Tensor, heads=("pose", "eye", "expression")) -> dict:
+    def forward(self, x: torch.Tensor, heads=tuple(HEADS)) -> dict:
         if isinstance(heads, str):
             heads = (heads,)
         for name in heads:
