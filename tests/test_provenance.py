@@ -130,7 +130,7 @@ def engine():
 def test_pipeline_marks_by_default_and_opt_out_leaves_no_mark(engine, caplog):
     appearance = engine.encode_appearance(images.to_network(images.read_image(SAMPLES / "anne.png")[None]))
     motion = torch.zeros(1, MOTION_DIM)
-    plan = pipeline.Plan(appearance, motion, {}, pipeline.RenderSettings(batch_size=1))
+    plan = pipeline.Plan(appearance, motion, {}, settings=pipeline.RenderSettings(batch_size=1))
     with caplog.at_level(logging.WARNING, logger="pdfgc"):
         plain = np.concatenate(list(pipeline.frames_u8(engine, plan, watermark=False)))
     assert "watermark OFF" in caplog.text
