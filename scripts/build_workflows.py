@@ -5,7 +5,7 @@ graphs below, which are the one source of truth for the shipped workflows.
     python scripts/build_workflows.py --check    # exit 1 if a shipped file differs from a fresh build
 
 The conversion runs in the real frontend (headless Chromium against a ComfyUI 0.3.75 started by
-tests/comfy_harness.py): ``app.loadApiJson`` builds the graph, the nodes are laid out in the
+tests/comfy_harness): ``app.loadApiJson`` builds the graph, the nodes are laid out in the
 columns given here, a Note with instructions is added, and ``app.graph.serialize()`` is what gets
 written, so widget order, upload widgets and link records are exactly what the frontend expects.
 Before writing, the result is converted back with :func:`ui_to_api` and by the frontend's own

@@ -108,6 +108,7 @@ def folder_models(official):
 # --------------------------------------------------------------------------- accepted sources
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_folder_and_safetensors_identical(folder_models, official, tmp_path):
     from safetensors import safe_open
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import cv2
 import numpy as np
 import pytest
@@ -16,12 +14,11 @@ from pdfgc_core.provenance import manifest
 SECONDS = 0.4
 
 
-_make_synthetic = synthetic.synthetic_models
-
-
-@functools.lru_cache(maxsize=1)
 def _models():
-    return _make_synthetic(0)
+    """The session's synthetic models (tests/pdfgc_synthetic.py): synthetic_models(0), built once."""
+    from pdfgc_synthetic import synthetic_models
+
+    return synthetic_models()
 
 
 @pytest.fixture

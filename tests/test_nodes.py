@@ -25,7 +25,7 @@ from nodes import models as model_nodes
 from pdfgc_core import audio as core_audio  # noqa: E402
 from pdfgc_core import factors as F
 from pdfgc_core import images, media, pipeline, provenance
-from pdfgc_core.checkpoints import INSTALL_HINT, load_models  # noqa: E402
+from pdfgc_core.checkpoints import INSTALL_HINT  # noqa: E402
 from pdfgc_core.engine import Appearance, Engine  # noqa: E402
 from pdfgc_core.errors import CheckpointError, InputError, MediaError  # noqa: E402
 
@@ -182,16 +182,14 @@ def folders(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint():
-    from pdfgc_synthetic import synthetic_checkpoint
-
-    return synthetic_checkpoint()
+def checkpoint(synthetic_checkpoint):
+    return synthetic_checkpoint
 
 
 @pytest.fixture(scope="module")
-def handle(checkpoint):
-    """A PDFGC_MODEL value without ComfyUI (no patcher: the CPU)."""
-    return _common.ModelHandle(load_models(checkpoint), "synthetic", precision="fp32", impl="fast")
+def handle(synthetic_models):
+    """A PDFGC_MODEL value without ComfyUI (no patcher: the CPU), on the session's synthetic models."""
+    return _common.ModelHandle(synthetic_models, "synthetic", precision="fp32", impl="fast")
 
 
 @pytest.fixture(scope="module")
@@ -394,6 +392,7 @@ def test_encode_lips_rejects_bad_audio(handle, audio, match):
     assert str(e.value).startswith("PD-FGC Encode Lips: audio")
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_driver_encoders_equal_core_and_run_only_their_head(handle, engine, pose_frames, comfy, monkeypatch):
     motion = handle.models.motion
     calls = []

@@ -2,8 +2,9 @@
 of docs/BAD_INPUTS.md, each checking what the user gets; and what a failed or interrupted render
 leaves behind (nothing) and keeps in memory (nothing).
 
-Synthetic weights (``synthetic_models(0)``), ~0.3 s of audio (5 frames at 25 fps) and small driver
-arrays keep it fast; generation runs on at most a handful of frames.
+Synthetic weights (the session's ``synthetic_models``: ``synthetic_models(0)``), ~0.3 s of audio
+(5 frames at 25 fps) and small driver arrays keep it fast; generation runs on at most a handful
+of frames.
 """
 
 from __future__ import annotations
@@ -34,10 +35,8 @@ SR = 16000
 
 
 @pytest.fixture(scope="module")
-def models():
-    from pdfgc_core.synthetic import synthetic_models
-
-    return synthetic_models(0)
+def models(synthetic_models):
+    return synthetic_models
 
 
 @pytest.fixture(scope="module")
@@ -387,6 +386,7 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_failed_or_interrupted_render_leaves_nothing_and_frees_memory(cli_env, capsys, monkeypatch):
     env, out_dir = cli_env, cli_env["tmp"] / "out"
     final = out_dir / "v.mp4"
