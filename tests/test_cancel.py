@@ -4,15 +4,14 @@ import pytest
 import torch
 
 from pdfgc_core.engine import MOTION_DIM, Appearance, Engine
-from pdfgc_core.synthetic import synthetic_models
 
 
 class Cancelled(Exception):
     pass
 
 
-def test_interrupt_stops_a_batch_within_one_layer():
-    engine = Engine(synthetic_models(0))
+def test_interrupt_stops_a_batch_within_one_layer(synthetic_models):
+    engine = Engine(synthetic_models)
     gen = engine.models.generator
     finished = []
     last = gen.to_rgbs[-1].register_forward_hook(lambda *_: finished.append(True))

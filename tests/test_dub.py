@@ -193,7 +193,7 @@ def test_a_cut_starts_a_new_shot():
 
 
 @pytest.mark.slow
-def test_dub_command_end_to_end(tmp_path):
+def test_dub_command_end_to_end(tmp_path, synthetic_models):
     """30 fps 640x360 video with a second face, 8 frames without a face and a drifting face: the
     output keeps size, rate and length, carries the new audio, leaves no-face frames and every pixel
     outside the mask byte-identical, and its crop jitters less than unsmoothed alignment."""
@@ -202,7 +202,6 @@ def test_dub_command_end_to_end(tmp_path):
     from pdfgc_core.dub import plan_dub
     from pdfgc_core.engine import Engine
     from pdfgc_core.media import probe, read_frames
-    from pdfgc_core.synthetic import synthetic_models
 
     frames, _ = face_clip(n=30, no_face=(12, 20))
     video = write_video(tmp_path / "in.mp4", frames, 30)
@@ -222,7 +221,7 @@ def test_dub_command_end_to_end(tmp_path):
     got = np.stack([cv2.cvtColor(cv2.imread(str(fdir / f"{i:06d}.png")), cv2.COLOR_BGR2RGB) for i in range(30)])
     for i in range(12, 20):
         assert np.array_equal(got[i], src[i]), f"frame {i} without a face was changed"
-    engine = Engine(synthetic_models(0))
+    engine = Engine(synthetic_models)
     plan = plan_dub(engine, FrameSource(video), str(speech), DubSettings())
     assert plan.num_frames == 30 and plan.generate.sum() == 22
     assert plan.track.jitter(True) < plan.track.jitter(False)

@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import torch
 from dub_media import face_clip, write_video
-from pdfgc_synthetic import synthetic_checkpoint
 
 from nodes import _common
 from nodes.dub import PDFGC_DubVideo, PDFGC_DubVideoFile
 from pdfgc_core import images
-from pdfgc_core.checkpoints import load_models
 from pdfgc_core.dub import DubSettings, FrameSource, dub_frames, plan_dub
 from pdfgc_core.errors import InputError
 
@@ -33,8 +31,8 @@ OPTIONS = dict(
 
 
 @pytest.fixture(scope="module")
-def handle():
-    return _common.ModelHandle(load_models(synthetic_checkpoint()), "synthetic", precision="fp32", impl="fast")
+def handle(synthetic_models):
+    return _common.ModelHandle(synthetic_models, "synthetic", precision="fp32", impl="fast")
 
 
 @pytest.fixture(scope="module")
