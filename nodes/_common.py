@@ -170,3 +170,16 @@ def progress_cb(progress: Progress) -> Callable[[int], None]:
         check_interrupt()
 
     return cb
+
+
+def node_notes(text: str | None = None, warnings: list[str] | tuple[str, ...] = ()) -> dict:
+    """The ``ui`` part of a node's return value that web/pdfgc_notes.js shows on the node: ``text``
+    in a read-only box, ``warnings`` above it with the node turned red (also logged here)."""
+    for w in warnings:
+        log.warning(w)
+    ui = {}
+    if text:
+        ui["text"] = [text]
+    if warnings:
+        ui["pdfgc_warning"] = list(warnings)
+    return ui

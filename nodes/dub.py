@@ -323,6 +323,6 @@ class PDFGC_DubVideoFile:
 
 NODE_CLASS_MAPPINGS = {"PDFGC_DubVideo": PDFGC_DubVideo, "PDFGC_DubVideoFile": PDFGC_DubVideoFile}
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "PDFGC_DubVideo": "PD-FGC Dub Video (lip sync)",
+    "PDFGC_DubVideo": "PD-FGC Dub Video (lip sync, dubbing)",
     "PDFGC_DubVideoFile": "PD-FGC Dub Video File (lip sync, any length)",
 }

@@ -112,4 +112,4 @@ class PDFGC_Generate:
 
 
 NODE_CLASS_MAPPINGS = {"PDFGC_Generate": PDFGC_Generate}
-NODE_DISPLAY_NAME_MAPPINGS = {"PDFGC_Generate": "PD-FGC Generate"}
+NODE_DISPLAY_NAME_MAPPINGS = {"PDFGC_Generate": "PD-FGC Generate (talking head, portrait animation, avatar)"}

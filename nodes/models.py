@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ._common import CATEGORY, MODEL, ModelHandle, make_patcher
+from ._common import CATEGORY, MODEL, ModelHandle, make_patcher, node_notes
 
 try:
     from ..pdfgc_core import checkpoints as core
@@ -164,8 +164,6 @@ class PDFGC_LoadModel:
                 f"{core.INSTALL_HINT}"
             )
             log.warning("!" * 100)
-            log.warning(banner)
-            log.warning("!" * 100)
             info.insert(0, banner)
         info += [w for w in models.report.warnings if "SYNTHETIC" not in w]
         handle = ModelHandle(
@@ -177,8 +175,9 @@ class PDFGC_LoadModel:
             info=info,
         )
         text = "\n".join(info)
-        return {"ui": {"text": [text]}, "result": (handle, text)}
+        ui = node_notes(text, [banner] if models.synthetic else [])
+        return {"ui": ui, "result": (handle, text)}
 
 
 NODE_CLASS_MAPPINGS = {"PDFGC_LoadModel": PDFGC_LoadModel}
-NODE_DISPLAY_NAME_MAPPINGS = {"PDFGC_LoadModel": "PD-FGC Load Model"}
+NODE_DISPLAY_NAME_MAPPINGS = {"PDFGC_LoadModel": "PD-FGC Load Model (talking head)"}

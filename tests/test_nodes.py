@@ -337,6 +337,7 @@ def test_load_model_wraps_networks_for_comfy_and_warns_about_synthetic(folders, 
     handle, info = out["result"]
     assert out["ui"]["text"] == [info]
     assert "SYNTHETIC TEST WEIGHTS" in info and "SYNTHETIC TEST WEIGHTS" in caplog.text
+    assert len(out["ui"]["pdfgc_warning"]) == 1 and "SYNTHETIC" in out["ui"]["pdfgc_warning"][0]
     assert handle.synthetic and (handle.precision, handle.impl) == ("fp16", "reference")
     patcher = handle.patcher
     assert isinstance(patcher.model, torch.nn.ModuleDict)
@@ -352,12 +353,12 @@ def test_load_model_wraps_networks_for_comfy_and_warns_about_synthetic(folders, 
 
 
 def test_encode_appearance_equals_core_from_the_file(handle, engine, portrait):
-    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, torch.cat([portrait, portrait * 0]), "official")
+    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, torch.cat([portrait, portrait * 0]), "official")["result"]
     official = images.to_network(images.official_crop(images.read_image(SAMPLES / "anne.png"))[None])
     ref = engine.encode_appearance(official)  # the official loader, from the file
     assert isinstance(app, Appearance)
     assert torch.equal(app.id_vector, ref.id_vector) and torch.equal(app.id_map, ref.id_map)
-    (plain,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "none")
+    (plain,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "none")["result"]
     resized = images.to_network(images.resize_224(images.read_image(SAMPLES / "anne.png"))[None])
     assert torch.equal(plain.id_vector, engine.encode_appearance(resized).id_vector)
 
@@ -405,14 +406,14 @@ def test_driver_encoders_equal_core_and_run_only_their_head(handle, engine, pose
     ref = engine.encode_drivers(images.prepare_batch(images.comfy_to_u8(pose_frames[2:]), "official"))
     assert calls == [("pose", "eye", "expression")]
     calls.clear()
-    (pose,) = encode.PDFGC_EncodePose().encode(handle, pose_frames, "official", 2, 25.0)
-    (eye,) = encode.PDFGC_EncodeEyes().encode(handle, pose_frames, "official", 2, 25.0)
-    (expr,) = encode.PDFGC_EncodeExpression().encode(handle, pose_frames, "official", 2, 30.0)
+    (pose,) = encode.PDFGC_EncodePose().encode(handle, pose_frames, "official", 2, 25.0)["result"]
+    (eye,) = encode.PDFGC_EncodeEyes().encode(handle, pose_frames, "official", 2, 25.0)["result"]
+    (expr,) = encode.PDFGC_EncodeExpression().encode(handle, pose_frames, "official", 2, 30.0)["result"]
     assert calls == [("pose",), ("eye",), ("expression",)]
     assert same(pose, ref["pose"]) and same(eye, ref["eye"]) and len(pose) == 4
     assert torch.equal(expr.values, ref["expression"].values) and expr.fps == 30.0
     calls.clear()
-    both = encode.PDFGC_EncodeMotion().encode(handle, pose_frames, "official", 2, 25.0)
+    both = encode.PDFGC_EncodeMotion().encode(handle, pose_frames, "official", 2, 25.0)["result"]
     assert calls == [("pose", "eye", "expression")]
     assert all(same(f, ref[k]) for f, k in zip(both, ("pose", "eye", "expression")))
     assert comfy.bars[-1].value == comfy.bars[-1].total == 4
@@ -427,7 +428,7 @@ def test_driver_node_reproduces_the_official_frame_folder(handle, engine, tmp_pa
         (folder / f.name).write_bytes(f.read_bytes())
     ref = pipeline.encode_driver(engine, pipeline.Driver(folder), ("expression",), 100, pipeline.RenderSettings())
     frames = comfy_image(np.stack([images.read_image(f) for f in files]))
-    (expr,) = encode.PDFGC_EncodeExpression().encode(handle, frames, "official", 2, 25.0)
+    (expr,) = encode.PDFGC_EncodeExpression().encode(handle, frames, "official", 2, 25.0)["result"]
     assert same(expr, ref["expression"]) and len(expr) == 8
 
 
@@ -562,7 +563,7 @@ def test_combine_motion_errors(kw, match):
 
 
 def test_generate_equals_core_with_progress(handle, engine, portrait, comfy):
-    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")
+    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")["result"]
     motion, _ = combine(mouth=factor("mouth", 3), pose=factor("pose", 3, 1))
     (frames,) = generate.PDFGC_Generate().generate(handle, app, motion, 2, -1, watermark=False)
     ref = images.network_to_comfy(engine.generate_all(app, motion, batch_size=2))
@@ -578,7 +579,7 @@ def test_generate_equals_core_with_progress(handle, engine, portrait, comfy):
 
 
 def test_generate_seeded_noise(handle, engine, portrait):
-    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")
+    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")["result"]
     motion, _ = combine(length=1)
     (a,) = generate.PDFGC_Generate().generate(handle, app, motion, 8, 7)
     assert torch.equal(a, provenance.embed(images.network_to_comfy(engine.generate_all(app, motion, noise=7))))

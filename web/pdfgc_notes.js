@@ -1,7 +1,8 @@
 // ComfyUI-PD-FGC: show what a PD-FGC node reports (Load Model's info, the synthetic-weights
 // warning, alignment warnings of the encoders) on the node itself.
 //
-// A node returns {"ui": {"pdfgc_text": [lines], "pdfgc_warning": [lines]}, "result": ...}; the text
+// A node returns {"ui": {"text": [text], "pdfgc_warning": [lines]}, "result": ...} (nodes/_common.py
+// node_notes); the text
 // goes into a read-only box at the bottom of the node, warnings first, and a node with a warning
 // turns red. The box is never saved into the workflow's widget values nor sent with a prompt.
 import { app } from "../../scripts/app.js";
@@ -17,7 +18,7 @@ app.registerExtension({
     nodeType.prototype.onExecuted = function (message) {
       const r = onExecuted?.apply(this, arguments);
       const warnings = message?.pdfgc_warning ?? [];
-      const text = message?.pdfgc_text ?? [];
+      const text = message?.text ?? [];
       if (!warnings.length && !text.length) return r;
       let widget = this.widgets?.find((w) => w.name === BOX);
       if (!widget) {

@@ -17,6 +17,7 @@ from .align import (
     TEMPLATE,
     CropInfo,
     align_faces,
+    alignment_problems,
     apply_affine,
     compose_affine,
     image_transforms,
@@ -44,6 +45,7 @@ from .landmarks import (
 from .paste import DEFAULT_FEATHER, GENERATOR_WINDOW, VIEWS, face_mask, paste_back, view_to_crop
 
 __all__ = [
+    "alignment_problems",
     "HeadPose",
     "estimate_head_pose",
     "estimate_head_poses",

@@ -448,3 +448,38 @@ def align_faces(
         mats = image_transforms(points)
     crops = warp_crops(frames, mats, border)
     return crops, CropInfo(mats, (h, w), detected, points, mode, det.name, notes=tuple(notes))
+
+
+# --------------------------------------------------------------------------- input checks
+
+ALIGNMENT_TOLERANCE = 0.25
+"""How far (in template eye distances, 50 px of the 224 crop: 12.5 px) a picture's eye and mouth
+centres may lie from the template before :func:`alignment_problems` reports it."""
+
+
+def alignment_problems(
+    images, detector: str | LandmarkDetector = "dlib", samples: int = 3, name: str = "images"
+) -> list[str]:
+    """What is wrong, in words, with pictures meant to be faces aligned to the PD-FGC crop
+    (pre-aligned 224 crops, or the output of :func:`align_faces`): up to ``samples`` evenly spaced
+    pictures of the batch (``images`` as :func:`align_faces` takes them) are searched for a face;
+    a picture without one, or whose eye and mouth centres (scaled to 224x224) lie more than
+    :data:`ALIGNMENT_TOLERANCE` template eye distances from the template, is reported. An empty
+    list means the sample looks aligned."""
+    det = get_detector(detector)
+    frames = as_rgb_u8(images, name)
+    n, h, w, _ = frames.shape
+    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(max(int(samples), 1), n))})
+    problems = []
+    for i in picks:
+        faces = _confident(det.detect(frames[i]))
+        label = f"{name} frame {i}" if n > 1 else name
+        if not faces:
+            problems.append(f"{label}: no face found")
+            continue
+        face = max(faces, key=lambda f: f.eye_distance)
+        pts = face.points * np.array([CROP_SIZE / w, CROP_SIZE / h])
+        err = float(np.linalg.norm(pts - TEMPLATE, axis=1).max())
+        if err > ALIGNMENT_TOLERANCE * TEMPLATE_EYE_DISTANCE:
+            problems.append(f"{label}: the face is not aligned to the PD-FGC crop (eyes / mouth {err:.0f} px off)")
+    return problems
