@@ -127,22 +127,27 @@ def _read(path, args):
     return media.read_frames(path, stop=stop, fps=args.fps, max_bytes=8 << 30)
 
 
-def _requested(engine, args, num: int):
+def _requested(engine, args, num: int) -> dict | None:
+    """The codes the driver options ask for (official post-processing), for the driven heads only."""
     from .. import pipeline
     from ..factors import PostProcess, assemble_motion
+    from .consistency import requested_from_motion
 
-    drivers: dict[str, pipeline.Driver] = {}
+    heads_by_source: dict[str, list[str]] = {}
     for f in ("pose", "eye", "expression"):
-        src = getattr(args, f)
-        if src:
-            drivers[f] = pipeline.Driver(src, skip_first=args.skip_first)
-    if not drivers:
+        if getattr(args, f):
+            heads_by_source.setdefault(getattr(args, f), []).append(f)
+    if not heads_by_source:
         return None
     settings = pipeline.RenderSettings(fps=args.fps)
     factors = {}
-    for head, drv in drivers.items():
-        factors.update(pipeline.encode_driver(engine, drv, [head], num, settings))
-    return assemble_motion(num, **factors, post=PostProcess.official())
+    for src, heads in heads_by_source.items():  # a source shared by several heads is read once
+        factors.update(
+            pipeline.encode_driver(engine, pipeline.Driver(src, skip_first=args.skip_first), heads, num, settings)
+        )
+    motion = assemble_motion(num, **factors, post=PostProcess.official())
+    driven = {h for heads in heads_by_source.values() for h in heads}
+    return {k: v for k, v in requested_from_motion(motion).items() if k in driven}
 
 
 def run(args) -> int:

@@ -4,6 +4,7 @@ uint8 RGB images ``[H,W,3]``, ready for PNG files and ComfyUI IMAGE outputs."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -206,7 +207,8 @@ def heatmap(
     img = np.full((h, w, 3), 255, np.uint8)
     left, top, right, bottom = 130, 62, 16, 28
     cw, ch = (w - left - right) / m.shape[1], (h - top - bottom) / m.shape[0]
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
         if normalize == "column":
             scale = np.nanmax(np.where(np.isfinite(m), np.abs(m), np.nan), axis=0, keepdims=True)
         else:
