@@ -492,8 +492,10 @@ def test_report_files(tmp_path):
 # ------------------------------------------------------------------------------- CLI and nodes
 
 
-def test_cli_evaluate_video_against_itself(tmp_path, faces, capsys):
+def test_cli_evaluate_video_against_itself(tmp_path, faces, capsys, monkeypatch):
     from pdfgc_core import cli
+
+    monkeypatch.setattr(cli, "_find_checkpoint", lambda: None)
 
     clip = tmp_path / "clip.mp4"
     with media.Mp4Writer(clip, fps=FPS, audio=str(SAMPLES / "speech.mp3")) as w:
@@ -509,6 +511,27 @@ def test_cli_evaluate_video_against_itself(tmp_path, faces, capsys):
     assert {"pose.png", "lmd.png", "blinks.png"} <= {p.name for p in out.iterdir()}
     assert cli.main(args + ["--syncnet", str(tmp_path / "syncnet_v2.model")]) == 2
     assert "syncnet_v2.model" in capsys.readouterr().err
+
+
+def test_cli_evaluate_against_the_drivers(tmp_path, capsys, monkeypatch):
+    """Without a reference, head pose is measured against the pose driver and blinks against the eye
+    driver, each read as the pipeline reads it (first 2 files of a folder dropped, official crop)."""
+    from pdfgc_core import cli
+
+    monkeypatch.setattr(cli, "_find_checkpoint", lambda: None)
+    folder = SAMPLES / "drivers" / "pose"
+    video = tmp_path / "frames"
+    video.mkdir()
+    for i, f in enumerate(media.read_frames(folder, start=2, stop=7)):  # what the driver gives, losslessly
+        cv2.imwrite(str(video / f"{i:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "report"
+    args = ["evaluate", "--video", str(video), "--framing", "aligned", "--pose", str(folder), "--eye", str(folder)]
+    assert cli.main(args + ["--out", str(out)]) == 0, capsys.readouterr().err
+    data = json.loads((out / "report.json").read_text())
+    assert data["metrics"]["pose_error"]["against"] == "pose driver"
+    assert data["metrics"]["pose_error"]["mean_deg"] == pytest.approx(0.0, abs=1e-9)
+    assert data["metrics"]["blinks"]["against"] == "eye driver" and "lmd" not in data["metrics"]
+    assert data["series"]["pose"]["pose driver"] == data["series"]["pose"]["result"]
 
 
 METRIC_INTERFACE = {

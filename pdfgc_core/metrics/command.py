@@ -150,6 +150,21 @@ def _requested(engine, args, num: int) -> dict | None:
     return {k: v for k, v in requested_from_motion(motion).items() if k in driven}
 
 
+def _driver_frames(src, args, num: int):
+    """A driver's frames as the pipeline feeds them (official skip and crop), uint8 in network framing,
+    looped to ``num`` frames like the official fit."""
+    import numpy as np
+
+    from .. import pipeline
+    from ..factors import fit_indices
+    from ..images import network_to_u8
+
+    drv = pipeline.Driver(src, skip_first=args.skip_first)
+    batches = pipeline.iter_driver_batches(drv, num, 32, args.fps)
+    frames = np.concatenate([network_to_u8(b, rounding="round") for b in batches])
+    return frames[fit_indices(len(frames), num, "loop").numpy()]
+
+
 def run(args) -> int:
     from .evaluate import AudioInput, evaluate
 
@@ -203,8 +218,11 @@ def run(args) -> int:
         elif Path(args.video).is_file() and media.probe(args.video).has_audio:
             audio = AudioInput(*load_audio(args.video), synchronous=True)
         wants_model = bool(args.pose or args.eye or args.expression or audio is not None)
-        engine = _engine(args, required=bool(args.pose or args.eye or args.expression)) if wants_model else None
+        engine = _engine(args, required=False) if wants_model else None
         requested = _requested(engine, args, frames.shape[0]) if engine is not None else None
+        drivers = {
+            h: _driver_frames(getattr(args, h), args, frames.shape[0]) for h in ("pose", "eye") if getattr(args, h)
+        }
         identity = None
         if args.appearance:
             from ..images import read_image
@@ -221,6 +239,7 @@ def run(args) -> int:
             requested=requested,
             weights=_weights(args),
             identity_image=identity,
+            drivers=drivers if reference is None and landmarks else None,
             landmarks=landmarks,
             max_offset=args.max_offset,
             lmd_align=args.lmd_align,

@@ -7,6 +7,7 @@ input                      metrics
 =========================  ==========================================================
 frames only                blink rate (EAR), head-pose track
 + ``reference``            LMD, mouth LMD, head-pose error, blink and gaze agreement
++ ``drivers`` (no ref.)    head-pose error vs the pose driver, blinks / gaze vs the eye driver
 + ``engine`` + requested   PD-FGC self-consistency (pose / blink / gaze / expression)
 + ``engine`` + ``audio``   PD-FGC lip-pair sync sweep (needs the motion lip head)
 + ``weights.syncnet``      LSE-D / LSE-C (and NLSE-C with a reference)
@@ -97,15 +98,15 @@ def to_network_framing(frames_u8, framing: str) -> np.ndarray:
     return np.stack([fn(f) for f in a])
 
 
-def _poses_plot(ref_pose, gen_pose) -> np.ndarray:
+def _poses_plot(ref_pose, gen_pose, label: str) -> np.ndarray:
     series, style = {}, {}
     for i, k in enumerate(ANGLES):
         if ref_pose is not None:
-            series[f"{k} reference"] = ref_pose[:, i]
-            style[f"{k} reference"] = (i, 1)
+            series[f"{k} {label}"] = ref_pose[:, i]
+            style[f"{k} {label}"] = (i, 1)
         series[f"{k} result"] = gen_pose[:, i]
         style[f"{k} result"] = (i, 3)
-    title = "Head pose (landmarks + solvePnP): reference thin, result thick"
+    title = "Head pose (landmarks + solvePnP)" + (f": {label} thin, result thick" if ref_pose is not None else "")
     return plots.line_plot(series, title, ylabel="degrees", style=style)
 
 
@@ -121,6 +122,8 @@ def evaluate(
     requested=None,
     weights: Weights | None = None,
     identity_image=None,
+    drivers: dict | None = None,
+    driver_framing: str = "generated",
     landmarks: str | None = "dlib",
     max_offset: int = MAX_OFFSET,
     lmd_align: str = "none",
@@ -128,7 +131,10 @@ def evaluate(
 ) -> Report:
     """Evaluates uint8 RGB frames ``[N,H,W,3]`` at ``fps`` (see the module docstring for what each
     input adds). ``requested``: the generator motion ``[T,542]`` or codes ``{pose, eye, expression}``
-    the frames were made from. ``landmarks``: detector backend (None skips landmark metrics).
+    the frames were made from. ``drivers``: ``{"pose": frames, "eye": frames}`` (uint8, one per output
+    frame, in ``driver_framing``): without a reference, head-pose error is measured against the pose
+    driver and blinks / gaze against the eye driver. ``landmarks``: detector backend (None skips
+    landmark metrics).
     Metrics whose inputs are missing are skipped with a note; a metric that fails on bad input
     raises :class:`~pdfgc_core.errors.PDFGCError`."""
     if framing not in FRAMINGS or reference_framing not in FRAMINGS:
@@ -139,13 +145,20 @@ def evaluate(
     ref = to_network_framing(reference, reference_framing) if reference is not None else None
     n = gen.shape[0]
     rep.add("clip", {"frames": n, "fps": float(fps), "reference_frames": None if ref is None else int(ref.shape[0])})
-    size = (gen.shape[2], gen.shape[1])
 
-    lm_gen = lm_ref = None
+    lm_gen = None
     if landmarks:
         lm_gen = detect_landmarks(gen, landmarks, what="frames")
-        lm_ref = detect_landmarks(ref, landmarks, what="reference frames") if ref is not None else None
-        _landmark_sections(rep, gen, ref, lm_gen, lm_ref, size, fps, lmd_align)
+        clips = {"result": _Clip(gen, lm_gen, "result")}
+        if ref is not None:
+            clips["reference"] = _Clip(ref, detect_landmarks(ref, landmarks, what="reference frames"), "reference")
+        for head in ("pose", "eye"):
+            if ref is None and drivers and drivers.get(head) is not None:
+                d = to_network_framing(drivers[head], driver_framing)
+                clips[head] = _Clip(d, detect_landmarks(d, landmarks, what=f"{head} driver"), f"{head} driver")
+        pose_ref = clips.get("reference", clips.get("pose"))
+        eye_ref = clips.get("reference", clips.get("eye"))
+        _landmark_sections(rep, clips["result"], clips.get("reference"), pose_ref, eye_ref, fps, lmd_align)
     else:
         rep.note("landmark metrics skipped (no landmark backend)")
 
@@ -189,28 +202,38 @@ def _device(engine):
     return engine.device if engine is not None else torch.device("cpu")
 
 
-def _landmark_sections(rep, gen, ref, lm_gen, lm_ref, size, fps, lmd_align) -> None:
-    ear_gen = eye_aspect_ratio(lm_gen)
+@dataclass
+class _Clip:
+    """Frames in network framing with their landmarks and a label for reports."""
+
+    frames: np.ndarray
+    landmarks: np.ndarray
+    label: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.frames.shape[2], self.frames.shape[1])
+
+
+def _landmark_sections(
+    rep, gen: _Clip, ref: _Clip | None, pose_ref: _Clip | None, eye_ref: _Clip | None, fps, lmd_align
+):
+    ear_gen = eye_aspect_ratio(gen.landmarks)
     blinks_gen = detect_blinks(ear_gen)
-    found = int(np.isfinite(lm_gen).all((1, 2)).sum())
+    found = int(np.isfinite(gen.landmarks).all((1, 2)).sum())
     rep.add(
         "landmarks",
         {
             "frames_with_face": found,
             "blinks": len(blinks_gen),
-            "blink_rate_per_min": blink_rate(blinks_gen, gen.shape[0], fps),
+            "blink_rate_per_min": blink_rate(blinks_gen, gen.frames.shape[0], fps),
             "eye_aspect_ratio": ear_gen,
         },
     )
     if found == 0:
         rep.note("no face found in the frames: landmark metrics are n/a (synthetic weights draw no faces)")
-    gen_pose = head_poses(lm_gen, *size)
-    ref_pose = None
-    tracks = {"result": [(b.start, b.end) for b in blinks_gen]}
-    ears = {"result": ear_gen}
-    if lm_ref is not None:
-        rsize = (ref.shape[2], ref.shape[1])
-        res = lmd(lm_ref, lm_gen, rsize, size, align=lmd_align)
+    if ref is not None:
+        res = lmd(ref.landmarks, gen.landmarks, ref.size, gen.size, align=lmd_align)
         rep.add(
             "lmd",
             {
@@ -226,28 +249,41 @@ def _landmark_sections(rep, gen, ref, lm_gen, lm_ref, size, fps, lmd_align) -> N
         rep.plots["lmd"] = plots.line_plot(
             {"LMD": res["per_frame"], "mouth LMD": res["mouth_per_frame"]}, "Landmark distance per frame", ylabel="px"
         )
-        ref_pose = head_poses(lm_ref, *rsize)
-        pe = pose_error(ref_pose, gen_pose)
-        rep.add("pose_error", pe)
-        ear_ref = eye_aspect_ratio(lm_ref)
+    gen_pose = head_poses(gen.landmarks, *gen.size)
+    rep.series.setdefault("pose", {})["result"] = gen_pose[:, :3]
+    ref_pose = None
+    if pose_ref is not None:
+        ref_pose = head_poses(pose_ref.landmarks, *pose_ref.size)
+        rep.add("pose_error", {"against": pose_ref.label, **pose_error(ref_pose, gen_pose)})
+        rep.series["pose"][pose_ref.label] = ref_pose[:, :3]
+    rep.plots["pose"] = _poses_plot(ref_pose, gen_pose, pose_ref.label if pose_ref else "")
+    tracks = {"result": [(b.start, b.end) for b in blinks_gen]}
+    ears = {"result": ear_gen}
+    if eye_ref is not None:
+        ear_ref = eye_aspect_ratio(eye_ref.landmarks)
         blinks_ref = detect_blinks(ear_ref)
         rep.add(
             "blinks",
             {
+                "against": eye_ref.label,
                 **blink_agreement(blinks_ref, blinks_gen),
-                "reference_rate_per_min": blink_rate(blinks_ref, ref.shape[0], fps),
+                "reference_rate_per_min": blink_rate(blinks_ref, eye_ref.frames.shape[0], fps),
             },
         )
-        m = min(gen.shape[0], ref.shape[0])
-        rep.add("gaze_proxy", gaze_agreement(gaze_proxy(ref[:m], lm_ref[:m]), gaze_proxy(gen[:m], lm_gen[:m])))
-        tracks = {"reference": [(b.start, b.end) for b in blinks_ref], **tracks}
-        ears = {"reference": ear_ref, **ears}
-    rep.series.setdefault("pose", {})["result"] = gen_pose[:, :3]
-    if ref_pose is not None:
-        rep.series["pose"]["reference"] = ref_pose[:, :3]
-    rep.plots["pose"] = _poses_plot(ref_pose, gen_pose)
+        m = min(gen.frames.shape[0], eye_ref.frames.shape[0])
+        rep.add(
+            "gaze_proxy",
+            {
+                "against": eye_ref.label,
+                **gaze_agreement(
+                    gaze_proxy(eye_ref.frames[:m], eye_ref.landmarks[:m]), gaze_proxy(gen.frames[:m], gen.landmarks[:m])
+                ),
+            },
+        )
+        tracks = {eye_ref.label: [(b.start, b.end) for b in blinks_ref], **tracks}
+        ears = {eye_ref.label: ear_ref, **ears}
     rep.plots["eye_aspect_ratio"] = plots.line_plot(ears, "Eye aspect ratio", ylabel="EAR")
-    rep.plots["blinks"] = plots.event_plot(tracks, gen.shape[0], "Blinks (EAR below 0.75 x median)")
+    rep.plots["blinks"] = plots.event_plot(tracks, gen.frames.shape[0], "Blinks (EAR below 0.75 x median)")
 
 
 def _pdfgc_sync_section(rep, gen, audio: AudioInput, engine, fps, max_offset) -> None:
