@@ -214,6 +214,12 @@ def disentanglement(
             "lip column: no lip head in this motion network, and no faces were found for the landmark mouth "
             "opening in some clips (synthetic weights draw no faces); those cells are n/a"
         )
+    still = [r for r, m in motions.items() if bool((m == m[:1]).all())]
+    if still:
+        result.notes.append(
+            f"driven factor constant over the clip (a static driver, e.g. the bundled expression sample): "
+            f"{', '.join(still)}; nothing moves in those rows"
+        )
     missing = [r for r in DRIVEN if r not in motions]
     if missing:
         result.notes.append(f"rows not driven (factor not given): {', '.join(missing)}")
