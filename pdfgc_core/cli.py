@@ -1,4 +1,4 @@
-"""Command line: ``python -m pdfgc_core {demo,render,dub,convert,info,check,calibrate-pose,export-motion}``."""
+"""Command line: ``python -m pdfgc_core {demo,render,dub,convert,info,check,evaluate,calibrate-pose,export-motion}``."""
 
 from __future__ import annotations
 
@@ -419,6 +419,9 @@ def main(argv=None) -> int:
     chk.add_argument("--frames", type=int, default=64, help="video frames read from the start (default 64)")
     chk.add_argument("--quick", action="store_true", help="skip the scale search (only native size and common resizes)")
     control_cli.add_commands(sub)
+    from .metrics.command import add_parser as add_evaluate_parser
+
+    add_evaluate_parser(sub)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="[pdfgc] %(message)s")
@@ -437,6 +440,10 @@ def main(argv=None) -> int:
             return _run_check(args)
         if args.cmd in control_cli.COMMANDS:
             return control_cli.run(args)
+        if args.cmd == "evaluate":
+            from .metrics.command import run as run_evaluate
+
+            return run_evaluate(args)
         if args.cmd == "info":
             m = load_models(args.checkpoint)
             print(f"{args.checkpoint}: OK ({m.report.kind}{', SYNTHETIC' if m.synthetic else ''})")
