@@ -262,7 +262,7 @@ def speech_envelope(
     from ..audio import SILENCE_RMS, to_mono
 
     if lead is None:
-        from ..pipeline import AUDIO_LEAD_SECONDS as lead
+        from ..audio import AUDIO_LEAD_SECONDS as lead
     n = _length(length)
     fps = _positive(fps, "fps")
     sr = int(_positive(sample_rate, "sample rate"))

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from .. import images
+from ..audio import AUDIO_LEAD_SECONDS
 from ..engine import Engine
 from ..errors import InputError, PDFGCError
-from ..pipeline import AUDIO_LEAD_SECONDS
 from . import byow, plots
 from .consistency import FRAMINGS, compare_codes, crop_for, reencode, requested_from_motion
 from .landmarks import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import media, pipeline
-from ..audio import load_audio
+from ..audio import AUDIO_LEAD_SECONDS, load_audio
 from ..engine import DRIVER_HEADS, Engine
 from ..errors import InputError
 from .disentangle import DisentanglementResult, disentanglement
@@ -55,7 +55,7 @@ def self_driving(
     wave, sr = load_audio(clip)
     if seconds is not None:
         wave = wave[:, : int(round((float(seconds) + 0.5) * sr))]
-    lead = np.zeros((wave.shape[0], int(round(pipeline.AUDIO_LEAD_SECONDS * sr))), wave.dtype)
+    lead = np.zeros((wave.shape[0], int(round(AUDIO_LEAD_SECONDS * sr))), wave.dtype)
     settings = pipeline.RenderSettings(fps=fps, batch_size=batch_size)
     driver = pipeline.Driver(frames, skip_first=0, crop="official", align="none")
     p = pipeline.plan(
@@ -64,8 +64,8 @@ def self_driving(
     t = min(p.num_frames, frames.shape[0])
     if t < 1:
         raise InputError(f"{clip}: no frame has both picture and sound")
-    p = pipeline.Plan(p.appearance, p.motion[:t], p.factors, p.source)
-    gen = np.concatenate(list(pipeline.frames_u8(engine, p, settings)))
+    p = pipeline.Plan(p.appearance, p.motion[:t], p.factors, p.source, p.settings)
+    gen = np.concatenate(list(pipeline.frames_u8(engine, p)))
     return SelfDriving(gen, frames[:t], AudioInput(wave, sr, synchronous=True), p)
 
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..audio import AUDIO_LEAD_SECONDS
 from ..errors import InputError
-from ..pipeline import AUDIO_LEAD_SECONDS
 from .consistency import network_chunks
 
 MAX_OFFSET = 15
