@@ -31,7 +31,19 @@ log = logging.getLogger("pdfgc")
 # Socket types between our nodes (names are part of saved workflows: never rename them).
 MODEL = "PDFGC_MODEL"  # ModelHandle
 APPEARANCE = "PDFGC_APPEARANCE"  # pdfgc_core.engine.Appearance (id_vector [1,2048], id_map [1,512,7,7])
-FACTOR = "PDFGC_FACTOR"  # pdfgc_core.factors.Factor (kind, values [T,D] float32 CPU, fps)
+FACTOR = "PDFGC_FACTOR"  # pdfgc_core.factors.Factor (kind, values [T,D] float32 CPU, fps), any kind
+# Kind-specific socket types: encoders output them and Combine Motion's inputs take only their own
+# kind (or a generic factor, checked when the node runs), so the UI refuses an eye factor in the
+# mouth input. The generic factor operations take every kind and output FACTOR.
+KIND_TYPES = {"mouth": "PDFGC_MOUTH", "expression": "PDFGC_EXPRESSION", "eye": "PDFGC_EYE", "pose": "PDFGC_POSE"}
+ANY_FACTOR = ",".join([FACTOR, *KIND_TYPES.values()])
+
+
+def kind_input(kind: str) -> str:
+    """The socket type of an input that takes factors of one kind: that kind's type or FACTOR."""
+    return f"{KIND_TYPES[kind]},{FACTOR}"
+
+
 MOTION = "PDFGC_MOTION"  # torch float32 CPU [T,542] = [mouth 500 | expression 30 | eye 6 | pose 6]
 
 CATEGORY = "PD-FGC"

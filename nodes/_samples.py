@@ -21,6 +21,7 @@ SAMPLE_INPUTS = {
     "pdfgc_pose.mp4": "videos/pose.mp4",
     "pdfgc_eye.mp4": "videos/eye.mp4",
     "pdfgc_expression.mp4": "videos/expression.mp4",
+    "pdfgc_expression.jpg": "drivers/expression/000006.jpg",
     "pdfgc_photo.jpg": "photo.jpg",
     "pdfgc_talk.mp4": "videos/talk.mp4",
 }

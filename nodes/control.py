@@ -11,7 +11,17 @@ import re
 import numpy as np
 import torch
 
-from ._common import CATEGORY, FACTOR, FPS_INPUT, MAX_FRAMES, MODEL, Progress, check_interrupt, image_count
+from ._common import (
+    CATEGORY,
+    FPS_INPUT,
+    KIND_TYPES,
+    MAX_FRAMES,
+    MODEL,
+    Progress,
+    check_interrupt,
+    image_count,
+    kind_input,
+)
 from .faces import _fan_weight_dirs, _progress, _torch_device
 
 try:
@@ -147,7 +157,7 @@ class PDFGC_IdleBlinks:
     )
     CATEGORY = CONTROL
     FUNCTION = "run"
-    RETURN_TYPES = (FACTOR, "INT")
+    RETURN_TYPES = (KIND_TYPES["eye"], "INT")
     RETURN_NAMES = ("eye", "blink_count")
     OUTPUT_TOOLTIPS = ("The eye factor (blink dims move; gaze stays at the source's level).", "Blinks made.")
 
@@ -192,7 +202,7 @@ class PDFGC_IdleBlinks:
                 ),
             },
             "optional": {
-                "eye": (FACTOR, {"tooltip": "Optional eye factor whose strongest blink gives the shape."}),
+                "eye": (kind_input("eye"), {"tooltip": "Optional eye factor whose strongest blink gives the shape."}),
             },
         }
 
@@ -223,7 +233,7 @@ class PDFGC_HeadSway:
     )
     CATEGORY = CONTROL
     FUNCTION = "run"
-    RETURN_TYPES = (FACTOR,)
+    RETURN_TYPES = (KIND_TYPES["pose"],)
     RETURN_NAMES = ("pose",)
     OUTPUT_TOOLTIPS = ("The pose factor (6 values per frame).",)
 
@@ -276,9 +286,15 @@ class PDFGC_HeadSway:
                 ),
             },
             "optional": {
-                "reference": (FACTOR, {"tooltip": "Optional pose factor whose motion sets the directions and scale."}),
+                "reference": (
+                    kind_input("pose"),
+                    {"tooltip": "Optional pose factor whose motion sets the directions and scale."},
+                ),
                 "audio": ("AUDIO", {"tooltip": "Optional speech (e.g. Load Audio): livelier while it is loud."}),
-                "base": (FACTOR, {"tooltip": "Optional pose factor to sway around (held at its last frame)."}),
+                "base": (
+                    kind_input("pose"),
+                    {"tooltip": "Optional pose factor to sway around (held at its last frame)."},
+                ),
             },
         }
 
@@ -332,7 +348,7 @@ class PDFGC_PoseFromAngles:
     )
     CATEGORY = CONTROL
     FUNCTION = "run"
-    RETURN_TYPES = (FACTOR, "INT")
+    RETURN_TYPES = (KIND_TYPES["pose"], "INT")
     RETURN_NAMES = ("pose", "frame_count")
     OUTPUT_TOOLTIPS = ("The pose factor.", "Its number of frames.")
 
@@ -404,7 +420,7 @@ class PDFGC_PoseReadout:
     @classmethod
     def INPUT_TYPES(cls):
         return {
-            "required": {"pose": (FACTOR, {"tooltip": "A pose factor."})},
+            "required": {"pose": (kind_input("pose"), {"tooltip": "A pose factor."})},
             "optional": {"pose_map": POSE_MAP_INPUT},
         }
 
@@ -426,7 +442,7 @@ class PDFGC_EstimateHeadPose:
     )
     CATEGORY = CONTROL
     FUNCTION = "run"
-    RETURN_TYPES = (FACTOR, "IMAGE", "STRING")
+    RETURN_TYPES = (KIND_TYPES["pose"], "IMAGE", "STRING")
     RETURN_NAMES = ("pose", "plot", "angles")
     OUTPUT_TOOLTIPS = (
         "The pose factor through the pose map.",

@@ -8,8 +8,8 @@ import torch
 from ._common import (
     APPEARANCE,
     CATEGORY,
-    FACTOR,
     FPS_INPUT,
+    KIND_TYPES,
     MAX_FRAMES,
     MODEL,
     Progress,
@@ -146,7 +146,7 @@ class PDFGC_EncodeLips:
     )
     CATEGORY = f"{CATEGORY}/encode"
     FUNCTION = "encode"
-    RETURN_TYPES = (FACTOR, "INT", "FLOAT", "AUDIO")
+    RETURN_TYPES = (KIND_TYPES["mouth"], "INT", "FLOAT", "AUDIO")
     RETURN_NAMES = ("mouth", "frame_count", "fps", "audio")
     OUTPUT_TOOLTIPS = (
         "The mouth factor (500 values per frame).",
@@ -267,7 +267,7 @@ class PDFGC_EncodePose(_EncodeDriver):
         "the motion encoder runs."
     )
     HEAD, LABEL = "pose", "Encode Pose"
-    RETURN_TYPES = (FACTOR,)
+    RETURN_TYPES = (KIND_TYPES["pose"],)
     RETURN_NAMES = ("pose",)
     OUTPUT_TOOLTIPS = ("The pose factor (6 values per frame).",)
 
@@ -278,7 +278,7 @@ class PDFGC_EncodeEyes(_EncodeDriver):
         "motion encoder runs. PD-FGC Split Eyes separates blink from gaze."
     )
     HEAD, LABEL = "eye", "Encode Eyes"
-    RETURN_TYPES = (FACTOR,)
+    RETURN_TYPES = (KIND_TYPES["eye"],)
     RETURN_NAMES = ("eye",)
     OUTPUT_TOOLTIPS = ("The eye factor (6 values per frame: 0, 1, 4, 5 blink; 2, 3 gaze).",)
 
@@ -290,7 +290,7 @@ class PDFGC_EncodeExpression(_EncodeDriver):
         "one-frame expression, held by Combine Motion."
     )
     HEAD, LABEL = "expression", "Encode Expression"
-    RETURN_TYPES = (FACTOR,)
+    RETURN_TYPES = (KIND_TYPES["expression"],)
     RETURN_NAMES = ("expression",)
     OUTPUT_TOOLTIPS = ("The expression factor (30 values per frame).",)
 
@@ -301,7 +301,7 @@ class PDFGC_EncodeMotion(_EncodeDriver):
         "the motion encoder once). Use the single encoders to take them from different videos."
     )
     LABEL = "Encode Motion"
-    RETURN_TYPES = (FACTOR, FACTOR, FACTOR)
+    RETURN_TYPES = tuple(KIND_TYPES[h] for h in DRIVER_HEADS)
     RETURN_NAMES = ("pose", "eye", "expression")
     OUTPUT_TOOLTIPS = ("The pose factor.", "The eye factor.", "The expression factor.")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 
-from ._common import CATEGORY, FACTOR
+from ._common import ANY_FACTOR, CATEGORY, FACTOR
 
 try:
     from ..pdfgc_core import factors as core
@@ -95,7 +95,7 @@ class PDFGC_SaveFactor:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "factor": (FACTOR, {"tooltip": "The factor to save."}),
+                "factor": (ANY_FACTOR, {"tooltip": "The factor to save."}),
                 "filename_prefix": (
                     "STRING",
                     {

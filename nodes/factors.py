@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import CATEGORY, FACTOR, MAX_FRAMES, MOTION
+from ._common import ANY_FACTOR, CATEGORY, FACTOR, KIND_TYPES, MAX_FRAMES, MOTION, kind_input
 
 try:
     from ..pdfgc_core import factors as core
@@ -17,7 +17,7 @@ except ImportError:  # ``nodes`` imported as a top-level package, not inside the
 OPS = f"{CATEGORY}/factors"
 MIX_MODES = ("constant", "ramp")
 FACTOR_INPUT = (
-    FACTOR,
+    ANY_FACTOR,
     {"tooltip": "A motion factor (mouth, pose, eye or expression) from a PD-FGC encoder or another factor node."},
 )
 FIT_INPUT = (
@@ -100,8 +100,8 @@ class PDFGC_MixFactors(_Op):
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "a": (FACTOR, {"tooltip": "The factor at t = 0."}),
-                "b": (FACTOR, {"tooltip": "The factor at t = 1 (same kind as a)."}),
+                "a": (ANY_FACTOR, {"tooltip": "The factor at t = 0."}),
+                "b": (ANY_FACTOR, {"tooltip": "The factor at t = 1 (same kind as a)."}),
                 "mode": (
                     list(MIX_MODES),
                     {"default": "ramp", "tooltip": "constant: t for every frame. ramp: from start to end."},
@@ -173,13 +173,13 @@ class PDFGC_SplitEyes:
     )
     CATEGORY = OPS
     FUNCTION = "split"
-    RETURN_TYPES = (FACTOR, FACTOR)
+    RETURN_TYPES = (KIND_TYPES["eye"], KIND_TYPES["eye"])
     RETURN_NAMES = ("blink", "gaze")
     OUTPUT_TOOLTIPS = ("Eye factor with only the blink dims.", "Eye factor with only the gaze dims.")
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"eye": (FACTOR, {"tooltip": "An eye factor (PD-FGC Encode Eyes)."})}}
+        return {"required": {"eye": (kind_input("eye"), {"tooltip": "An eye factor (PD-FGC Encode Eyes)."})}}
 
     def split(self, eye):
         return core.split_eye(_factor(eye, "PD-FGC Split Eyes: eye"))
@@ -188,13 +188,14 @@ class PDFGC_SplitEyes:
 class PDFGC_MergeEyes(_Op):
     DESCRIPTION = "An eye factor with the blink dims of one eye factor and the gaze dims of another."
     FUNCTION = "merge"
+    RETURN_TYPES = (KIND_TYPES["eye"],)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "blink": (FACTOR, {"tooltip": "Eye factor giving the blinks (dims 0, 1, 4, 5)."}),
-                "gaze": (FACTOR, {"tooltip": "Eye factor giving the gaze (dims 2, 3)."}),
+                "blink": (kind_input("eye"), {"tooltip": "Eye factor giving the blinks (dims 0, 1, 4, 5)."}),
+                "gaze": (kind_input("eye"), {"tooltip": "Eye factor giving the gaze (dims 2, 3)."}),
                 "fit": FIT_INPUT,
             }
         }
@@ -412,10 +413,16 @@ class PDFGC_CombineMotion:
                 ),
             },
             "optional": {
-                "mouth": (FACTOR, {"tooltip": "Mouth factor (PD-FGC Encode Lips). Not connected: closed mouth."}),
-                "expression": (FACTOR, {"tooltip": "Expression factor. Not connected: neutral expression."}),
-                "eye": (FACTOR, {"tooltip": "Eye factor. Not connected: open eyes looking ahead."}),
-                "pose": (FACTOR, {"tooltip": "Pose factor. Not connected: the canonical frontal pose."}),
+                "mouth": (
+                    kind_input("mouth"),
+                    {"tooltip": "Mouth factor (PD-FGC Encode Lips). Not connected: closed mouth."},
+                ),
+                "expression": (
+                    kind_input("expression"),
+                    {"tooltip": "Expression factor. Not connected: neutral expression."},
+                ),
+                "eye": (kind_input("eye"), {"tooltip": "Eye factor. Not connected: open eyes looking ahead."}),
+                "pose": (kind_input("pose"), {"tooltip": "Pose factor. Not connected: the canonical frontal pose."}),
             },
         }
 

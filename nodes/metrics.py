@@ -8,7 +8,17 @@ import json
 import numpy as np
 import torch
 
-from ._common import APPEARANCE, CATEGORY, FACTOR, FPS_INPUT, MODEL, MOTION, Progress, check_interrupt, image_count
+from ._common import (
+    APPEARANCE,
+    CATEGORY,
+    FPS_INPUT,
+    MODEL,
+    MOTION,
+    Progress,
+    check_interrupt,
+    image_count,
+    kind_input,
+)
 
 try:
     from ..pdfgc_core import images as core_images
@@ -202,10 +212,10 @@ class PDFGC_Disentanglement:
                 ),
             },
             "optional": {
-                "mouth": (FACTOR, {"tooltip": "From Encode Lips."}),
-                "pose": (FACTOR, {"tooltip": "From Encode Pose / Encode Motion."}),
-                "eye": (FACTOR, {"tooltip": "From Encode Eyes / Encode Motion."}),
-                "expression": (FACTOR, {"tooltip": "From Encode Expression / Encode Motion."}),
+                "mouth": (kind_input("mouth"), {"tooltip": "From Encode Lips."}),
+                "pose": (kind_input("pose"), {"tooltip": "From Encode Pose / Encode Motion."}),
+                "eye": (kind_input("eye"), {"tooltip": "From Encode Eyes / Encode Motion."}),
+                "expression": (kind_input("expression"), {"tooltip": "From Encode Expression / Encode Motion."}),
             },
         }
 

@@ -36,15 +36,11 @@ OUT_DIR = REPO / "example_workflows"
 CHECKPOINT = "checkpoints.tar"  # what users have after downloading the official checkpoints
 VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}  # frontend-only, never in a prompt
 
-# Files the workflows load from ComfyUI/input/: name -> how write_workflow_inputs makes it.
-INPUT_FILES = {
-    "anne.png": ("copy", "anne.png"),
-    "speech.mp3": ("copy", "speech.mp3"),
-    "pdfgc_pose.mp4": ("video", "drivers/pose"),
-    "pdfgc_eye.mp4": ("video", "drivers/eye"),
-    "pdfgc_expression.mp4": ("video", "drivers/expression"),
-    "pdfgc_expression.jpg": ("copy", "drivers/expression/000006.jpg"),
-}
+# Files the workflows load from ComfyUI/input/: the pack's sample inputs (nodes/_samples.py), which
+# ComfyUI gets at start-up, so every template runs as shipped.
+from nodes._samples import SAMPLE_INPUTS, install_sample_inputs  # noqa: E402
+
+INPUT_FILES = SAMPLE_INPUTS
 VIDEO_FPS = int(DEFAULT_FPS)
 
 SETUP = (
@@ -99,6 +95,7 @@ def _generate(appearance, motion):
             "motion": [motion, 0],
             "batch_size": 8,
             "noise": -1,
+            "watermark": True,
         },
     }
 
@@ -142,8 +139,8 @@ GRAPHS: dict[str, dict] = {
         ],
         "graph": {
             "1": _model(),
-            "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}},
-            "3": {"class_type": "LoadAudio", "inputs": {"audio": "speech.mp3"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_anne.png"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "pdfgc_speech.mp3"}},
             "4": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_pose.mp4"}, "_meta": {"title": "Pose video"}},
             "5": {"class_type": "GetVideoComponents", "inputs": {"video": ["4", 0]}},
             "6": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_eye.mp4"}, "_meta": {"title": "Eye video"}},
@@ -176,8 +173,8 @@ GRAPHS: dict[str, dict] = {
         "columns": [["1", "2", "3"], ["4", "5"], ["6", "7"], ["8", "9"]],
         "graph": {
             "1": _model(),
-            "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}},
-            "3": {"class_type": "LoadAudio", "inputs": {"audio": "speech.mp3"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_anne.png"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "pdfgc_speech.mp3"}},
             "4": {
                 "class_type": "PDFGC_EncodeAppearance",
                 "inputs": {"model": ["1", 0], "image": ["2", 0], "crop": "official"},
@@ -200,8 +197,8 @@ GRAPHS: dict[str, dict] = {
         "columns": [["1", "2", "3"], ["4", "5"], ["6", "7"], ["8", "9"], ["10", "11"]],
         "graph": {
             "1": _model(),
-            "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}},
-            "3": {"class_type": "LoadAudio", "inputs": {"audio": "speech.mp3"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_anne.png"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "pdfgc_speech.mp3"}},
             "4": {
                 "class_type": "PDFGC_EncodeAppearance",
                 "inputs": {"model": ["1", 0], "image": ["2", 0], "crop": "official"},
@@ -239,6 +236,87 @@ GRAPHS: dict[str, dict] = {
             "11": _save_video("10", "pdfgc/audio_only_alive"),
         },
     },
+    "photo_to_talking_head": {
+        "note": (
+            "PD-FGC from an ordinary photo: Align Faces finds the face and crops it to PD-FGC's framing, the "
+            "crop speaks the audio with its head moving like the pose video, and Paste Back puts the animated "
+            "face back into the full photo (soft-edged mask). Use any photo with a visible face.\n\n" + SETUP
+        ),
+        "columns": [["1", "2", "3", "4"], ["5", "6", "7"], ["8", "9", "10"], ["11", "12"], ["13", "14"]],
+        "graph": {
+            "1": _model(),
+            "2": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_photo.jpg"}, "_meta": {"title": "Photo"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "pdfgc_speech.mp3"}},
+            "4": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_pose.mp4"}, "_meta": {"title": "Pose video"}},
+            "5": {
+                "class_type": "PDFGC_AlignFaces",
+                "inputs": {
+                    "image": ["2", 0],
+                    "backend": "dlib",
+                    "mode": "image",
+                    "face_index": -1,
+                    "min_eye_distance": 20.0,
+                    "border": "replicate",
+                },
+            },
+            "6": {"class_type": "GetVideoComponents", "inputs": {"video": ["4", 0]}},
+            "7": _lips("3"),
+            "8": {
+                "class_type": "PDFGC_EncodeAppearance",
+                "inputs": {"model": ["1", 0], "image": ["5", 0], "crop": "official"},
+            },
+            "9": _driver("PDFGC_EncodePose", "6"),
+            "10": _combine(mouth=["7", 0], pose=["9", 0]),
+            "11": _generate("8", "10"),
+            "12": {
+                "class_type": "PDFGC_PasteBack",
+                "inputs": {
+                    "original": ["2", 0],
+                    "generated": ["11", 0],
+                    "crop_info": ["5", 1],
+                    "feather": 16.0,
+                    "view": "generator",
+                },
+            },
+            "13": {"class_type": "CreateVideo", "inputs": {"images": ["12", 0], "fps": ["7", 2], "audio": ["7", 3]}},
+            "14": _save_video("13", "pdfgc/photo"),
+        },
+    },
+    "dub_video": {
+        "note": (
+            "PD-FGC dubbing: a video of a talking person gets new speech. Head pose, eyes and expression come "
+            "from the video itself, only the lips follow the audio, and the face is pasted back below the eyes "
+            "(mask: lower). Frames without the face pass through unchanged. For long videos use PD-FGC Dub "
+            "Video File (streams from the input folder to the output folder).\n\n" + SETUP
+        ),
+        "columns": [["1", "2", "3"], ["4", "5"], ["6", "7"]],
+        "graph": {
+            "1": _model(),
+            "2": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_talk.mp4"}, "_meta": {"title": "Video to dub"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "pdfgc_speech.mp3"}, "_meta": {"title": "New speech"}},
+            "4": {"class_type": "GetVideoComponents", "inputs": {"video": ["2", 0]}},
+            "5": {
+                "class_type": "PDFGC_DubVideo",
+                "inputs": {
+                    "model": ["1", 0],
+                    "images": ["4", 0],
+                    "audio": ["3", 0],
+                    "fps": ["4", 2],
+                    "face": "largest",
+                    "mask": "lower",
+                    "feather": 12.0,
+                    "color_match": True,
+                    "length": "video",
+                    "reference_frame": -1,
+                    "smooth_seconds": 0.1,
+                    "batch_size": 8,
+                    "watermark": True,
+                },
+            },
+            "6": {"class_type": "CreateVideo", "inputs": {"images": ["5", 0], "fps": ["5", 3], "audio": ["5", 1]}},
+            "7": _save_video("6", "pdfgc/dub"),
+        },
+    },
     "expression_interpolation": {
         "note": (
             "PD-FGC expression interpolation: the portrait moves smoothly from its own expression (a) to the "
@@ -249,7 +327,7 @@ GRAPHS: dict[str, dict] = {
         "columns": [["1", "2", "3"], ["4", "5", "6"], ["7", "8"], ["9", "10"], ["11"]],
         "graph": {
             "1": _model(),
-            "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}, "_meta": {"title": "Portrait"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_anne.png"}, "_meta": {"title": "Portrait"}},
             "3": {
                 "class_type": "LoadImage",
                 "inputs": {"image": "pdfgc_expression.jpg"},
@@ -357,26 +435,26 @@ def api_prompt(name: str, **overrides) -> dict:
 
 def write_workflow_inputs(dest: str | Path, names=None, max_video_frames: int | None = None) -> list[str]:
     """Writes the files the workflows load (INPUT_FILES, or only ``names``) into ``dest`` (e.g.
-    ComfyUI/input/): sample pictures and speech copied, driving videos encoded at 25 fps from the
-    sample frame folders (H.264, no sound; at most ``max_video_frames`` frames). Existing files
-    are kept. Returns the names."""
+    ComfyUI/input/), as ComfyUI's start-up does (nodes/_samples.py); existing files are kept.
+    ``max_video_frames`` shortens the videos (quicker tests). Returns the names."""
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (how, src) in INPUT_FILES.items():
-        if names is not None and name not in names:
-            continue
-        target = dest / name
-        if not target.is_file():
-            if how == "copy":
-                shutil.copyfile(SAMPLES / src, target)
-            else:
-                from pdfgc_core import media
+    chosen = [n for n in INPUT_FILES if names is None or n in names]
+    if max_video_frames is None:
+        install_sample_inputs(dest)
+        return chosen
+    from pdfgc_core import media
 
-                with media.Mp4Writer(target, VIDEO_FPS, crf=12, preset="veryfast") as w:
-                    w.write(media.read_frames(SAMPLES / src, stop=max_video_frames))
-        written.append(name)
-    return written
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in chosen:
+        src, target = SAMPLES / INPUT_FILES[name], dest / name
+        if target.exists():
+            continue
+        if src.suffix.lower() in media.VIDEO_EXTENSIONS:
+            with media.Mp4Writer(target, VIDEO_FPS, crf=12, preset="veryfast") as w:
+                w.write(media.read_frames(src, stop=max_video_frames))
+        else:
+            shutil.copyfile(src, target)
+    return chosen
 
 
 def workflow_inputs() -> dict[str, list[str]]:

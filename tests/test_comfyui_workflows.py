@@ -25,8 +25,11 @@ from pdfgc_core.engine import Engine
 
 pytestmark = pytest.mark.comfyui
 
-# audio_only_alive's reference needs the idle-motion generators: tests/test_comfyui_control.py runs it
-EXAMPLE_WORKFLOWS = [p for p in example_workflows() if p.stem != "audio_only_alive"]
+# Workflows whose reference frames need more than the encoders and the generator run in their own
+# tests: audio_only_alive (idle motion) in tests/test_comfyui_control.py, photo_to_talking_head
+# and dub_video (faces, dubbing) in tests/test_comfyui_templates.py.
+OWN_TESTS = ("audio_only_alive", "photo_to_talking_head", "dub_video")
+EXAMPLE_WORKFLOWS = [p for p in example_workflows() if p.stem not in OWN_TESTS]
 CKPT = "pdfgc-synthetic.safetensors"
 MAX_SECONDS = 0.4  # speech kept: 7 frames at 25 fps
 VIDEO_FRAMES = 8  # frames of each driving video
