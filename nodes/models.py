@@ -11,12 +11,14 @@ try:
     from ..pdfgc_core import checkpoints as core
     from ..pdfgc_core.engine import GENERATOR_IMPLS as IMPLS
     from ..pdfgc_core.engine import PRECISIONS
-    from ..pdfgc_core.errors import CheckpointError, InputError
+    from ..pdfgc_core.errors import CheckpointError, InputError, MediaError
+    from ..pdfgc_core.media import list_files
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
     from pdfgc_core import checkpoints as core
     from pdfgc_core.engine import GENERATOR_IMPLS as IMPLS
     from pdfgc_core.engine import PRECISIONS
-    from pdfgc_core.errors import CheckpointError, InputError
+    from pdfgc_core.errors import CheckpointError, InputError, MediaError
+    from pdfgc_core.media import list_files
 
 log = logging.getLogger("pdfgc")
 
@@ -44,17 +46,28 @@ def _roots() -> list[str]:
         return [os.path.join(fp.models_dir, FOLDER)]
 
 
+def _found_names() -> list[str]:
+    """Relative paths of the checkpoint files under every models/pdfgc folder (bounded listing:
+    see ``pdfgc_core.media.list_files``; ComfyUI's own walker follows symlink loops forever)."""
+    names = []
+    for root in _roots():
+        try:
+            found = list_files(root, (*_FILE_EXTENSIONS, ".pth"), recursive=True)
+        except MediaError:
+            continue  # not created yet, or unreadable
+        if found.stopped:
+            log.warning("PD-FGC Load Model lists only part of %s: %s.", root, found.stopped)
+        names += found.files
+    return names
+
+
 def list_checkpoints(names: list[str] | None = None) -> list[str]:
     """Loader choices from the relative file names found under models/pdfgc/ (``names``, default
-    ComfyUI's cached listing): every .safetensors / .tar file, and every folder holding the four
+    a bounded listing of those folders): every .safetensors / .tar file, and every folder holding the four
     official .pth files, shown with a trailing "/" ("./" for models/pdfgc itself). Separators are
     "/" on every OS, so saved workflows are portable."""
     if names is None:
-        fp = _folder_paths()
-        try:
-            names = fp.get_filename_list(FOLDER) if fp is not None else []
-        except KeyError:
-            names = []
+        names = _found_names()
     files, pth_by_folder = set(), {}
     for name in names:
         parts = name.replace("\\", "/").split("/")

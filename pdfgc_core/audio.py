@@ -536,7 +536,7 @@ def prepare_waveform(
             raise InputError(f"max_seconds {max_seconds!r} is not a number.") from None
         if not math.isfinite(limit) or limit <= 0:
             raise InputError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}.")
-        n = int(round(limit * SAMPLE_RATE))
+        n = int(round(limit * SAMPLE_RATE)) if limit * SAMPLE_RATE < wave.shape[0] else wave.shape[0]  # no inf
         if n < MIN_SAMPLES and n < wave.shape[0]:
             raise InputError(
                 f"max_seconds={limit:g} keeps too little audio; at least {MIN_SAMPLES / SAMPLE_RATE:.4f} s "

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from .audio import AUDIO_LEAD_SECONDS, QUALITIES
+from .audio import AUDIO_LEAD_SECONDS, MEL_FPS, QUALITIES
 from .checkpoints import INSTALL_HINT, PDFGCModels, convert, load_models
 from .control import cli as control_cli
 from .engine import PRECISIONS
@@ -32,6 +36,149 @@ SYNTHETIC_BANNER = """
   Then pass --checkpoint PATH or set {env}=PATH.
 ======================================================================
 """
+
+
+# ------------------------------------------------------------------ numbers on the command line
+
+MAX_STRENGTH = 1000.0
+"""Largest factor strength (in magnitude) the command line takes: frames saturate from about 10 on
+(``pipeline.STRENGTH_WARN``), and far larger values only overflow the generator."""
+MAX_SECONDS = 86400.0
+"""Longest ``--seconds`` accepted (24 hours)."""
+MAX_BATCH = 1024
+"""Largest ``--batch-size`` accepted."""
+
+
+def _number(kind: type, lo=None, hi=None, *, above: bool = False, what: str = "", hint: str = ""):
+    """An argparse ``type=`` that parses ``kind`` (int or float) and refuses non-finite values and
+    values outside ``lo``..``hi`` (``above``: strictly above ``lo``), so argparse names the flag."""
+    noun = "a whole number" if kind is int else "a number"
+    show = str if kind is int else "{:g}".format
+    if lo is not None and hi is not None:
+        span = f"{'above' if above else 'from'} {show(lo)} {'and at most' if above else 'to'} {show(hi)}"
+    elif lo is not None:
+        span = f"{'above' if above else 'at least'} {show(lo)}"
+    else:
+        span = f"at most {show(hi)}"
+    want = f"give {what or noun} {span}" + (f" ({hint})" if hint else "")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}; {want}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; {want}")
+        if (lo is not None and (value <= lo if above else value < lo)) or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; {want}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _batch_size(text: str):
+    if text == "auto":
+        return text
+    try:
+        return _number(int, 1, MAX_BATCH, what="a whole number of frames")(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e}, or 'auto' (from free memory)") from None
+
+
+def _strength(text: str) -> float:
+    return _number(float, -MAX_STRENGTH, MAX_STRENGTH, what="a strength", hint="1 = official, 0 = off")(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one ``error: ...`` line and exit status 2, like every other error here."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+# ------------------------------------------------------------------ progress and signals
+
+
+class _StatusLine:
+    """Progress on stderr. A step without a count is one line ("[pdfgc] encoding the appearance
+    ..."); a counted step is one line rewritten in place with ``\\r`` ("... 32/250, ETA 12 s")
+    until it completes. :meth:`end` finishes an open line, so that whatever is printed next (an
+    error, a warning) starts on its own line; :meth:`filter` does it for the ``pdfgc`` logger."""
+
+    def __init__(self):
+        self.stage: str | None = None
+        self.width = 0
+        self.t0 = 0.0
+
+    def update(self, stage: str, done: int = 0, total: int = 0) -> None:
+        now = time.perf_counter()
+        if stage != self.stage:
+            self.end()
+            self.stage, self.t0 = stage, now
+        if not total:
+            if not done:
+                self.write(f"[pdfgc] {stage} ...")
+                self.end()
+            return
+        text = f"[pdfgc] {stage}: {done}/{total}"
+        if 0 < done < total:
+            text += f", ETA {(now - self.t0) / done * (total - done):.0f} s"
+        self.write(text)
+        if done >= total:
+            self.end()
+
+    def write(self, text: str) -> None:
+        """Show ``text`` as the current line (replacing the open one)."""
+        sys.stderr.write("\r" + text.ljust(self.width))
+        sys.stderr.flush()
+        self.width = len(text)
+
+    def end(self) -> None:
+        if self.width:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+        self.stage, self.width = None, 0
+
+    def filter(self, record) -> bool:  # a logging filter: log lines start on their own line
+        self.end()
+        return True
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that every
+    atomic writer removes its temporary files; :attr:`signum` gives the exit status 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _signals_interrupt():
+    """SIGTERM and SIGHUP raise :class:`Terminated` while the block runs (main thread only; the
+    handlers before are restored after). Only the first signal raises: a second one arriving during
+    the clean-up is ignored, so the clean-up finishes."""
+    names = ("SIGTERM", "SIGHUP")
+    sigs = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise Terminated(signum)
+
+    previous = {}
+    try:
+        for sig in sigs:
+            previous[sig] = signal.signal(sig, handler)
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def default_checkpoint_locations() -> list[Path]:
@@ -95,13 +242,13 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
             default=d(f"drivers/{f}"),
             help=f"{f} driver: folder of frames or video file; omit to zero the {f} factor",
         )
-        ap.add_argument(f"--{f}-strength", type=float, default=1.0, help=f"{f} strength (0 = off)")
-    ap.add_argument("--mouth-strength", type=float, default=1.0, help="lip motion strength (0 = closed, off)")
+        ap.add_argument(f"--{f}-strength", type=_strength, default=1.0, help=f"{f} strength (0 = off)")
+    ap.add_argument("--mouth-strength", type=_strength, default=1.0, help="lip motion strength (0 = closed, off)")
     ap.add_argument("--no-blink", action="store_true", help="zero the blink dims of the eye factor")
     ap.add_argument("--no-gaze", action="store_true", help="zero the gaze dims of the eye factor")
     ap.add_argument(
         "--skip-first",
-        type=int,
+        type=_number(int, 0, what="a whole number of frames"),
         default=None,
         help="frames dropped at the start of each driver (default: official, 2 for frame folders)",
     )
@@ -111,8 +258,18 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
         choices=FIT_MODES,
         help="how drivers shorter than the audio are extended (official: loop; truncate: refuse short drivers)",
     )
-    ap.add_argument("--fps", type=float, default=25.0, help="output frame rate (official: 25)")
-    ap.add_argument("--seconds", type=float, default=None, help="render only the first N seconds of audio")
+    ap.add_argument(
+        "--fps",
+        type=_number(float, 0, MEL_FPS, above=True, what="a frame rate", hint="official: 25"),
+        default=25.0,
+        help="output frame rate (official: 25)",
+    )
+    ap.add_argument(
+        "--seconds",
+        type=_number(float, 0, MAX_SECONDS, above=True, what="a number of seconds"),
+        default=None,
+        help="render only the first N seconds of audio",
+    )
     ap.add_argument(
         "--align",
         default="none",
@@ -132,8 +289,15 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
     )
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     ap.add_argument("--precision", default="auto", choices=PRECISIONS)
-    ap.add_argument("--batch-size", default="8", help="frames per generator batch, or 'auto' (from free memory)")
-    ap.add_argument("--seed", type=int, default=None, help="random noise seed (default: the checkpoint's stored noise)")
+    ap.add_argument(
+        "--batch-size", type=_batch_size, default=8, help="frames per generator batch, or 'auto' (from free memory)"
+    )
+    ap.add_argument(
+        "--seed",
+        type=_number(int, 0, 2**64 - 1, what="a seed"),
+        default=None,
+        help="random noise seed (default: the checkpoint's stored noise)",
+    )
     ap.add_argument(
         "--audio-quality",
         default="official",
@@ -162,14 +326,16 @@ def _add_provenance_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--c2pa-key", default=None, help="PEM private key of that certificate (env PDFGC_C2PA_KEY)")
 
 
-def _run_render(args, allow_synthetic: bool) -> int:
+def _run_render(args, allow_synthetic: bool, status: _StatusLine) -> int:
     import torch
 
     from . import pipeline
-    from .media import Mp4Writer, write_frames_png
+    from .media import Mp4Writer, check_output_path, write_frames_png
 
+    check_output_path(args.out)  # now, not after minutes of work
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.perf_counter()
+    status.update("loading the networks")
     models = get_models(args.checkpoint, allow_synthetic)
     try:
         engine = pipeline.Engine(models, device=device, precision=args.precision)
@@ -180,12 +346,7 @@ def _run_render(args, allow_synthetic: bool) -> int:
             f"--device {device}: cannot use this device ({str(e).splitlines()[0][:200]}). "
             f"Use cpu, or cuda / cuda:N on a machine with a CUDA build of PyTorch."
         ) from None
-    if args.batch_size == "auto":
-        batch_size = engine.auto_batch_size()
-    elif args.batch_size.isdigit() and int(args.batch_size) > 0:
-        batch_size = int(args.batch_size)
-    else:
-        raise PDFGCError(f"--batch-size {args.batch_size!r}: give a positive whole number or 'auto'")
+    batch_size = engine.auto_batch_size() if args.batch_size == "auto" else args.batch_size
     settings = pipeline.RenderSettings(
         fps=args.fps,
         audio_quality=args.audio_quality,
@@ -210,7 +371,8 @@ def _run_render(args, allow_synthetic: bool) -> int:
         if src:
             drivers[f] = shared.setdefault(src, pipeline.Driver(src, skip_first=args.skip_first, align=args.align))
     drivers.update(control_cli.render_factors(args, engine, settings, drivers))
-    p = pipeline.plan(engine, args.appearance, args.audio, drivers, settings, align=args.align)
+    p = pipeline.plan(engine, args.appearance, args.audio, drivers, settings, align=args.align, on_stage=status.update)
+    status.end()
     print(
         f"[pdfgc] {p.num_frames} frames at {args.fps:g} fps; encoded in {time.perf_counter() - t0:.1f} s "
         f"on {device} ({engine.dtype})",
@@ -235,14 +397,10 @@ def _run_render(args, allow_synthetic: bool) -> int:
             done += chunk.shape[0]
             el = time.perf_counter() - t1
             eta = el / done * (p.num_frames - done)
-            print(
-                f"\r[pdfgc] {done}/{p.num_frames} frames, {el / done:.2f} s/frame, ETA {eta:.0f} s",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+            status.write(f"[pdfgc] {done}/{p.num_frames} frames, {el / done:.2f} s/frame, ETA {eta:.0f} s")
+    status.end()
     print(
-        f"\n[pdfgc] wrote {args.out}" + (" (SYNTHETIC weights: noise, not a face)" if models.synthetic else ""),
+        f"[pdfgc] wrote {args.out}" + (" (SYNTHETIC weights: noise, not a face)" if models.synthetic else ""),
         file=sys.stderr,
     )
     return 0
@@ -295,10 +453,13 @@ def _add_dub_args(ap: argparse.ArgumentParser) -> None:
         help="which face: 'largest' (default), N (N-th from the left, 0 = leftmost) or X,Y (nearest to that pixel)",
     )
     ap.add_argument(
-        "--reference-frame", type=int, default=None, help="frame whose face gives the appearance (default: best)"
+        "--reference-frame",
+        type=_number(int, 0, what="a frame number"),
+        default=None,
+        help="frame whose face gives the appearance (default: best)",
     )
     ap.add_argument("--mask", default="lower", choices=REGIONS, help="region replaced (default lower: eyes stay)")
-    ap.add_argument("--feather", type=float, default=12.0, help="soft mask edge in crop pixels")
+    ap.add_argument("--feather", type=_number(float, 0, 64), default=12.0, help="soft mask edge in crop pixels")
     ap.add_argument("--no-color-match", action="store_true", help="do not match the face's colours to the video")
     ap.add_argument(
         "--length",
@@ -307,9 +468,12 @@ def _add_dub_args(ap: argparse.ArgumentParser) -> None:
         help="video: as long as the video (audio trimmed or padded); audio: as long as the audio (video ping-pong)",
     )
     ap.add_argument(
-        "--smooth", type=float, default=DEFAULT_SMOOTH_SECONDS, help="alignment smoothing, seconds (0 = off)"
+        "--smooth",
+        type=_number(float, 0, 10),
+        default=DEFAULT_SMOOTH_SECONDS,
+        help="alignment smoothing, seconds (0 = off)",
     )
-    ap.add_argument("--mouth-strength", type=float, default=1.0, help="lip motion strength")
+    ap.add_argument("--mouth-strength", type=_number(float, -10, 10), default=1.0, help="lip motion strength")
     ap.add_argument("--frames-dir", default=None, help="also write every frame as PNG here")
     ap.add_argument(
         "--checkpoint", default=None, help=f"official folder / checkpoints.tar / .safetensors (env {CHECKPOINT_ENV})"
@@ -319,12 +483,12 @@ def _add_dub_args(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     ap.add_argument("--precision", default="auto", choices=PRECISIONS)
-    ap.add_argument("--batch-size", type=int, default=8, help="frames per generator batch")
+    ap.add_argument("--batch-size", type=_number(int, 1, 4096), default=8, help="frames per generator batch")
     ap.add_argument("--audio-quality", default="official", choices=QUALITIES, help="resampler (official = parity)")
     _add_provenance_args(ap)
 
 
-def _run_dub(args) -> int:
+def _run_dub(args, status: _StatusLine) -> int:
     import torch
 
     from .dub import DubSettings, FrameSource, plan_dub, write_dub
@@ -349,19 +513,16 @@ def _run_dub(args) -> int:
     engine = Engine(models, device=device, precision=args.precision)
     source = FrameSource(args.video)
     t0 = time.perf_counter()
-    stage_t0 = {}
+    stages = {"track": "tracking the face", "encode": "encoding the video's motion", "render": "dubbing"}
 
     def progress(stage: str, done: int, total: int | None) -> None:
-        start = stage_t0.setdefault(stage, time.perf_counter())
-        el = time.perf_counter() - start
-        tail = f"/{total}" if total else ""
-        eta = f", ETA {el / done * (total - done):.0f} s" if total and done else ""
-        print(f"\r[pdfgc] {stage}: {done}{tail} frames{eta}   ", end="", file=sys.stderr, flush=True)
+        status.update(stages.get(stage, stage), done, total or 0)
 
     plan = plan_dub(engine, source, args.audio, settings, progress)
     tr = plan.track
+    status.end()
     print(
-        f"\n[pdfgc] {tr.num_frames} source frames at {float(plan.fps):.3f} fps, face in {int(tr.detected.sum())}; "
+        f"[pdfgc] {tr.num_frames} source frames at {float(plan.fps):.3f} fps, face in {int(tr.detected.sum())}; "
         f"reference frame {plan.reference_frame}; crop jitter {tr.jitter(False):.2f} px raw, "
         f"{tr.jitter(True):.2f} px smoothed; {plan.num_frames} output frames "
         f"(encoded in {time.perf_counter() - t0:.1f} s)",
@@ -393,7 +554,10 @@ def _cut_audio(path, seconds: float):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pdfgc_core", description="PD-FGC talking-head synthesis")
+    """Runs the command line; returns the exit status: 0, 2 for any error (usage errors included),
+    130 for Ctrl-C and 128 + N for signal N (SIGTERM 143, SIGHUP 129). Interrupted or failed
+    renders leave no partial file."""
+    ap = _Parser(prog="python -m pdfgc_core", description="PD-FGC talking-head synthesis")
     sub = ap.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="render the bundled sample (synthetic weights if no checkpoint is installed)")
     _add_render_args(demo, sample_defaults=True)
@@ -423,37 +587,52 @@ def main(argv=None) -> int:
 
     add_evaluate_parser(sub)
     ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="[pdfgc] %(message)s")
     try:
-        if args.cmd == "demo":
-            return _run_render(args, allow_synthetic=True)
-        if args.cmd == "render":
-            return _run_render(args, allow_synthetic=args.synthetic)
-        if args.cmd == "dub":
-            return _run_dub(args)
-        if args.cmd == "convert":
-            out = convert(args.src, args.dst, half=args.fp16)
-            print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
-            return 0
-        if args.cmd == "check":
-            return _run_check(args)
-        if args.cmd in control_cli.COMMANDS:
-            return control_cli.run(args)
-        if args.cmd == "evaluate":
-            from .metrics.command import run as run_evaluate
+        args = ap.parse_args(argv)
+    except SystemExit as e:  # usage error (2) or --help (0), already printed
+        return e.code if isinstance(e.code, int) else 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="[pdfgc] %(message)s")
+    status = _StatusLine()
+    log.addFilter(status)
+    try:
+        with _signals_interrupt():
+            if args.cmd == "demo":
+                return _run_render(args, allow_synthetic=True, status=status)
+            if args.cmd == "render":
+                return _run_render(args, allow_synthetic=args.synthetic, status=status)
+            if args.cmd == "dub":
+                return _run_dub(args, status)
+            if args.cmd == "convert":
+                out = convert(args.src, args.dst, half=args.fp16)
+                print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+                return 0
+            if args.cmd == "check":
+                return _run_check(args)
+            if args.cmd in control_cli.COMMANDS:
+                return control_cli.run(args)
+            if args.cmd == "evaluate":
+                from .metrics.command import run as run_evaluate
 
-            return run_evaluate(args)
-        if args.cmd == "info":
-            m = load_models(args.checkpoint)
-            print(f"{args.checkpoint}: OK ({m.report.kind}{', SYNTHETIC' if m.synthetic else ''})")
-            for line in m.report.info + m.report.warnings:
-                print("  " + line)
-            return 0
+                return run_evaluate(args)
+            if args.cmd == "info":
+                m = load_models(args.checkpoint)
+                print(f"{args.checkpoint}: OK ({m.report.kind}{', SYNTHETIC' if m.synthetic else ''})")
+                for line in m.report.info + m.report.warnings:
+                    print("  " + line)
+                return 0
     except PDFGCError as e:
+        status.end()
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; no partial output was left behind", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        status.end()
+        if isinstance(e, Terminated):
+            name = signal.Signals(e.signum).name
+            print(f"terminated by {name}; no partial output was left behind", file=sys.stderr)
+            return 128 + e.signum
+        print("interrupted; no partial output was left behind", file=sys.stderr)
         return 130
+    finally:
+        status.end()
+        log.removeFilter(status)
     return 1

@@ -13,6 +13,8 @@ alone, so doing them on RGB instead of BGR gives the same bytes.
 
 from __future__ import annotations
 
+import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -32,24 +34,182 @@ def _cv2():
     return cv2
 
 
+MAX_IMAGE_PIXELS = 100_000_000
+"""Largest image decoded, in pixels (width x height): 100 megapixels, 300 MB as RGB uint8 (a
+12000 x 8000 photo). A small file can declare far more (a 380 KB PNG that decodes to 2.6 GB), so
+image files, frame-folder files and video streams are refused before decoding when their header
+declares more. The environment variable :data:`MAX_PIXELS_ENV` overrides it."""
+MAX_PIXELS_ENV = "PDFGC_MAX_IMAGE_PIXELS"
+HEADER_FORMATS = "PNG, JPEG, BMP, WebP, TIFF, GIF, PNM or PFM"
+"""Image formats whose size :func:`image_header_size` reads (and so the ones :func:`read_image` decodes)."""
+
+
+def max_image_pixels() -> int:
+    """:data:`MAX_IMAGE_PIXELS`, or the positive whole number in ``$PDFGC_MAX_IMAGE_PIXELS``."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return MAX_IMAGE_PIXELS
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InputError(f"{MAX_PIXELS_ENV}={value!r}: give a positive whole number of pixels, or unset it.")
+    return n
+
+
+def check_image_size(width: int, height: int, what: str) -> None:
+    """InputError (MediaError) if ``width`` x ``height`` is empty or above :func:`max_image_pixels`."""
+    width, height = int(width), int(height)
+    if width < 1 or height < 1:
+        raise MediaError(f"{what} declares an empty size ({width}x{height}); it is damaged.")
+    cap = max_image_pixels()
+    if width * height > cap:
+        raise MediaError(
+            f"{what} is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), more than the "
+            f"{cap / 1e6:g} megapixels this pack decodes (decoding it would take {width * height * 3 / 2**30:.1f} GiB "
+            f"or more); it was not decoded. Scale it down (faces are used at 224x224), or raise the limit "
+            f"with the environment variable {MAX_PIXELS_ENV}."
+        )
+
+
+def _u16(b: bytes, i: int, order: str = ">") -> int:
+    return struct.unpack_from(order + "H", b, i)[0]
+
+
+def _u32(b: bytes, i: int, order: str = ">") -> int:
+    return struct.unpack_from(order + "I", b, i)[0]
+
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(b: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 4 <= len(b):
+        if b[i] != 0xFF:
+            return None
+        while i < len(b) and b[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= len(b):
+            return None
+        marker = b[i]
+        i += 1
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            continue
+        if marker in (0xD9, 0xDA) or i + 2 > len(b):  # end of image / scan before any frame header
+            return None
+        if marker in _JPEG_SOF:
+            return (_u16(b, i + 5), _u16(b, i + 3)) if i + 7 <= len(b) else None
+        i += _u16(b, i)
+    return None
+
+
+def _tiff_size(b: bytes) -> tuple[int, int] | None:
+    order = "<" if b[:2] == b"II" else ">"
+    ifd = _u32(b, 4, order)
+    if ifd + 2 > len(b):
+        return None
+    size = {}
+    for k in range(_u16(b, ifd, order)):
+        e = ifd + 2 + 12 * k
+        if e + 12 > len(b):
+            return None
+        tag, typ = _u16(b, e, order), _u16(b, e + 2, order)
+        if tag in (256, 257) and typ in (3, 4):
+            size[tag] = _u16(b, e + 8, order) if typ == 3 else _u32(b, e + 8, order)
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def _pnm_size(b: bytes) -> tuple[int, int] | None:
+    tokens, i = [], 2
+    while len(tokens) < 2 and i < min(len(b), 4096):
+        c = b[i : i + 1]
+        if c == b"#":
+            while i < len(b) and b[i : i + 1] not in (b"\n", b"\r"):
+                i += 1
+        elif c.isdigit():
+            j = i
+            while j < len(b) and b[j : j + 1].isdigit():
+                j += 1
+            tokens.append(int(b[i:j]))
+            i = j
+        elif c.isspace():
+            i += 1
+        else:
+            return None
+    return (tokens[0], tokens[1]) if len(tokens) == 2 else None
+
+
+def image_header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) an image file declares in its header, without decoding it: PNG (IHDR),
+    JPEG (the first frame header), BMP, WebP (VP8, VP8L, VP8X), TIFF (the first page), GIF
+    (the logical screen), PNM and PFM. None for any other format or a header too short to tell."""
+    b = bytes(data[: 1 << 20]) if len(data) > 1 << 20 else bytes(data)
+    try:
+        if b[:8] == b"\x89PNG\r\n\x1a\n" and b[12:16] == b"IHDR":
+            return _u32(b, 16), _u32(b, 20)
+        if b[:2] == b"\xff\xd8":
+            return _jpeg_size(b)
+        if b[:2] == b"BM":
+            if struct.unpack_from("<I", b, 14)[0] == 12:  # OS/2 BITMAPCOREHEADER
+                return _u16(b, 18, "<"), _u16(b, 20, "<")
+            w, h = struct.unpack_from("<ii", b, 18)
+            return abs(w), abs(h)  # negative height: rows stored top-down
+        if b[:4] == b"RIFF" and b[8:12] == b"WEBP":
+            chunk = b[12:16]
+            if chunk == b"VP8 " and b[23:26] == b"\x9d\x01\x2a":
+                return _u16(b, 26, "<") & 0x3FFF, _u16(b, 28, "<") & 0x3FFF
+            if chunk == b"VP8L" and b[20] == 0x2F:
+                bits = _u32(b, 21, "<")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8X":
+                return int.from_bytes(b[24:27], "little") + 1, int.from_bytes(b[27:30], "little") + 1
+            return None
+        if b[:4] in (b"II*\0", b"MM\0*"):
+            return _tiff_size(b)
+        if b[:6] in (b"GIF87a", b"GIF89a"):
+            return _u16(b, 6, "<"), _u16(b, 8, "<")
+        if len(b) > 2 and b[0:1] == b"P" and b[1:2] in b"123456Ff" and b[2:3].isspace():
+            return _pnm_size(b)
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
 def read_image(path) -> np.ndarray:
     """Decode an image file -> RGB uint8 [H, W, 3], as ``cv2.imread(path)`` + BGR->RGB.
 
     OpenCV's IMREAD_COLOR rules apply: grey is replicated to 3 channels, an alpha channel is
     dropped (not composited), 16-bit files keep their high byte (``v >> 8``), EXIF orientation is
-    applied. The bytes are read by Python so non-ASCII paths work. :class:`MediaError` for a
-    missing or undecodable file.
+    applied. The bytes are read by Python so non-ASCII paths work. The size declared in the
+    header is checked before decoding (:data:`MAX_IMAGE_PIXELS`); formats whose header is not
+    one of :data:`HEADER_FORMATS` are not decoded. :class:`MediaError` for a missing, non-regular
+    (FIFO, device), oversized or undecodable file.
     """
+    from .media.listing import open_regular
+
     cv2 = _cv2()
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() or p.is_dir():
         what = "is a folder, not a file" if p.is_dir() else "does not exist"
         raise MediaError(f"Image file {str(path)!r} {what}. Give the path of an existing image.")
     try:
-        buf = np.fromfile(str(p), dtype=np.uint8)
+        with open_regular(p, "Image file") as f:
+            buf = np.frombuffer(f.read(), dtype=np.uint8)
     except OSError as exc:
         raise MediaError(f"Image file {str(p)!r} could not be read ({exc}).") from None
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    size = image_header_size(buf) if buf.size else None
+    if size is None:
+        raise MediaError(
+            f"Image file {str(p)!r} could not be decoded: it is empty, damaged, or not a {HEADER_FORMATS} "
+            f"image. Use a complete PNG, JPEG, BMP, WebP or TIFF image."
+        )
+    check_image_size(*size, f"Image file {str(p)!r}")
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise MediaError(f"Image file {str(p)!r} could not be decoded ({str(exc).strip()[-200:]}).") from None
     if img is None:
         raise MediaError(
             f"Image file {str(p)!r} could not be decoded. Use a complete PNG, JPEG, BMP, WebP or TIFF image."

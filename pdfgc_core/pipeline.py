@@ -77,18 +77,23 @@ def _skip(driver: Driver) -> int:
     return OFFICIAL_SKIP if isinstance(driver.source, (str, Path)) and Path(driver.source).is_dir() else 0
 
 
+def _driver_total(driver: Driver) -> int | None:
+    """Frames a driver holds before the skip: known for arrays and frame folders, None for videos."""
+    src = driver.source
+    if isinstance(src, np.ndarray):
+        return int(src.shape[0])
+    if Path(src).is_dir():
+        return len(media.list_frame_files(src))
+    return None
+
+
 def iter_driver_batches(driver: Driver, num_needed: int, chunk: int, fps: float) -> Iterator[torch.Tensor]:
     """Network batches [b,3,224,224] of the driver's first min(L, num_needed) usable frames (L = frames
     after the skip). Videos are resampled to ``fps``; only ``chunk`` frames are decoded at a time."""
     skip = _skip(driver)
     src = driver.source
     name = "driver frames" if isinstance(src, np.ndarray) else str(src)
-    if isinstance(src, np.ndarray):
-        total = int(src.shape[0])
-    elif Path(src).is_dir():
-        total = len(media.list_frame_files(src))
-    else:
-        total = None
+    total = _driver_total(driver)
     if total is not None and skip == OFFICIAL_SKIP and driver.skip_first is None and total < OFFICIAL_MIN_DRIVER_FILES:
         raise InputError(
             f"{name}: has {total} frame file(s); the official pipeline drops the first {OFFICIAL_SKIP} and needs "
@@ -188,26 +193,57 @@ class Plan:
         return int(self.motion.shape[0])
 
 
+StageProgress = Callable[[str, int, int], None]
+"""``on_stage(stage, done, total)``: what :func:`plan` is doing, e.g. ("encoding the pose driver x.mp4",
+32, 250). ``total`` 0: a step without a count (``done`` 0 when it starts, 1 when it ends)."""
+
+
+def _check_strengths(strengths: dict) -> None:
+    for k, v in strengths.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not np.isfinite(v):
+            raise InputError(
+                f"{k} strength {v!r} is not a finite number; give a finite strength (1 = official, 0 = off)."
+            )
+
+
 def plan(
-    engine: Engine, appearance, audio, drivers: dict[str, Driver | None], settings: RenderSettings, align: str = "none"
+    engine: Engine,
+    appearance,
+    audio,
+    drivers: dict[str, Driver | None],
+    settings: RenderSettings,
+    align: str = "none",
+    on_stage: StageProgress | None = None,
 ) -> Plan:
     """Encodes everything and assembles the motion. ``drivers`` maps pose / eye / expression to a
     :class:`Driver`, a ready :class:`Factor` of that kind (fitted like a driver's), or None (factor
     off). Drivers that share one source object are read once. ``align`` applies to the appearance
-    image (see :class:`Driver`)."""
+    image (see :class:`Driver`). ``on_stage`` (see :data:`StageProgress`) hears each step: reading
+    the inputs, the audio, each driver's encoding."""
     bad = [k for k in drivers if k not in DRIVER_HEADS]
     if bad:
         raise InputError(f"unknown driver factor(s) {bad}; use {DRIVER_HEADS}")
     for head, drv in drivers.items():
         if isinstance(drv, Factor) and drv.kind != head:
             raise InputError(f"the {head} input is a factor of kind {drv.kind!r}; give a {head} factor")
+    _check_strengths(settings.strengths)
+
+    def stage(what: str, done: int = 0, total: int = 0) -> None:
+        if on_stage is not None:
+            on_stage(what, done, total)
+
+    stage("reading the appearance image")
     source = load_appearance_image(appearance, align=align)
+    stage("decoding the audio and computing its mel spectrogram")
     windows = mouth_windows(audio, settings)  # cheap checks before the first network runs
+    stage("encoding the appearance")
     app = engine.encode_appearance(source.tensor)
     num = windows.shape[0]
     factors: dict[str, Factor] = {}
     if settings.strengths.get("mouth", 1.0) != 0:
-        factors["mouth"] = engine.encode_mouth(windows, fps=settings.fps)
+        factors["mouth"] = engine.encode_mouth(
+            windows, fps=settings.fps, progress=_counter(stage, "encoding the lips", num)
+        )
     groups: dict[int, tuple[Driver, list[str]]] = {}
     for head, drv in drivers.items():
         if isinstance(drv, Factor):  # a ready factor (idle motion, pose from angles): used as it is
@@ -218,7 +254,12 @@ def plan(
             groups.setdefault(id(drv), (drv, []))[1].append(head)
     for drv, heads in groups.values():
         t0 = time.perf_counter()
-        factors.update(encode_driver(engine, drv, heads, num, settings))
+        what = f"encoding the {'/'.join(heads)} driver" + (
+            "" if isinstance(drv.source, np.ndarray) else f" {drv.source}"
+        )
+        total = _driver_total(drv) if on_stage is not None else None
+        expected = num if total is None else max(0, min(total - _skip(drv), num))
+        factors.update(encode_driver(engine, drv, heads, num, settings, progress=_counter(stage, what, expected)))
         log.info("encoded %s from %s in %.1f s", "/".join(heads), getattr(drv, "source", "?"), time.perf_counter() - t0)
     strong = {
         k: v
@@ -236,6 +277,19 @@ def plan(
         **scaled, length=num, fit=settings.fit, post=settings.post, blink=settings.blink, gaze=settings.gaze
     )
     return Plan(app, motion, factors, source, dataclasses.replace(settings, strengths=dict(settings.strengths)))
+
+
+def _counter(stage: Callable[[str, int, int], None], what: str, total: int) -> Callable[[int], None]:
+    """A per-batch ``progress(n)`` callback that reports the running count to ``stage``."""
+    done = 0
+    stage(what, 0, total)
+
+    def add(n: int) -> None:
+        nonlocal done
+        done += int(n)
+        stage(what, done, total)
+
+    return add
 
 
 def _scaled(kind: str, f: Factor, strength) -> Factor:

@@ -30,6 +30,21 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
+def _not_plain(t) -> str | None:
+    """Why ``t`` is not an ordinary dense tensor with values (None if it is one)."""
+    if type(t) not in (torch.Tensor, nn.Parameter):
+        return f"a {type(t).__name__} object, not a tensor" if not torch.is_tensor(t) else f"a {type(t).__name__}"
+    if t.is_meta:
+        return "a meta tensor: a shape without values"
+    if t.layout != torch.strided:
+        return f"layout {t.layout}, not dense"
+    if t.is_quantized:
+        return f"quantized, dtype {t.dtype}"
+    if getattr(t, "is_nested", False):
+        return "a nested tensor"
+    return None
+
+
 def _clean(net: str, where: str, sd: dict, model_keys: dict, report: LoadReport) -> dict:
     """Checks ``sd`` against the model's expected keys and shapes; returns the tensors to load."""
     sd = dict(sd)
@@ -56,6 +71,13 @@ def _clean(net: str, where: str, sd: dict, model_keys: dict, report: LoadReport)
         report.warn(
             f"{where}: no stored noise buffers ({len(noise_missing)} missing); the generator uses "
             f"seeded random noise instead, so frames will differ from the official ones."
+        )
+    odd = [f"{k} ({problem})" for k in [*model_keys, *consts] if k in sd and (problem := _not_plain(sd[k]))]
+    if odd:
+        raise CheckpointError(
+            f"{where}: {len(odd)} tensor(s) of the {net} network hold no plain values: {'; '.join(odd[:3])}. "
+            f"A checkpoint stores every weight as an ordinary dense tensor; this file was saved from a "
+            f"model that was not materialised, converted or quantized. {INSTALL_HINT}"
         )
     for k, (shape, _) in model_keys.items():  # BatchNorm counters: unused, saved as () or (1,)
         if k.endswith("num_batches_tracked") and k in sd and sd[k].numel() == 1:

@@ -32,11 +32,13 @@ Writing rules
     ``k`` exactly); grey is replicated, alpha dropped, 16-bit samples keep their high byte.
 
 Modules: :mod:`.ffmpeg` (the binary and its processes), :mod:`.atomic` (all-or-nothing files),
-:mod:`.read` (frames in), :mod:`.write` (mp4 and PNG out). Their public names are re-exported here.
+:mod:`.read` (frames in), :mod:`.write` (mp4 and PNG out), :mod:`.listing` (bounded folder listings and
+non-blocking opens, used for every folder scan). Their public names are re-exported here.
 """
 
-from .atomic import atomic_write
+from .atomic import atomic_write, check_output_path
 from .ffmpeg import ffmpeg_exe
+from .listing import Listing, list_files, open_regular
 from .read import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -52,12 +54,16 @@ from .write import Mp4Writer, write_frames_png
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
+    "Listing",
     "MediaInfo",
     "Mp4Writer",
     "atomic_write",
+    "check_output_path",
     "ffmpeg_exe",
     "iter_frames",
+    "list_files",
     "list_frame_files",
+    "open_regular",
     "probe",
     "read_frames",
     "video_meta",

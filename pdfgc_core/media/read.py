@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -12,6 +13,7 @@ import numpy as np
 
 from ..errors import InputError, MediaError
 from .ffmpeg import fps_arg, short_error
+from .listing import file_kind, list_files
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".avi", ".mkv", ".gif"})
@@ -39,22 +41,29 @@ class MediaInfo:
     path: Path | None = None
 
 
+MAX_FRAME_FILES = 1_000_000
+"""Entries a frame folder may hold (about 11 hours of frames at 25 fps); a larger folder is refused."""
+
+
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     """Image files (png / jpg / jpeg / bmp / webp, any case) in ``folder``, sorted by file name
-    as a plain string (the official loader's ``sorted(os.listdir(...))``). Hidden files and
-    sub-folders are skipped. Raises MediaError when the folder is missing or holds no image."""
+    as a plain string (the official loader's ``sorted(os.listdir(...))``). Hidden files,
+    sub-folders and anything that is not a regular file (FIFOs, devices, sockets, broken links)
+    are skipped. Raises MediaError when the folder is missing, holds no image, or holds more than
+    :data:`MAX_FRAME_FILES` entries."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MediaError(f"Frame folder {folder} does not exist or is not a folder.")
     try:
-        names = sorted(os.listdir(folder))
-    except OSError as e:
-        raise MediaError(f"Cannot list the frame folder {folder}: {e}.") from e
-    files = [
-        folder / n
-        for n in names
-        if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS and (folder / n).is_file()
-    ]
+        found = list_files(folder, IMAGE_EXTENSIONS, max_entries=MAX_FRAME_FILES, max_seconds=0)
+    except MediaError as e:
+        raise MediaError(f"Cannot list the frame folder {folder}: {e}") from None
+    if found.stopped:
+        raise MediaError(
+            f"Frame folder {folder} was not read: {found.stopped}. Put only the driving frames in it, "
+            "or pass a video file instead."
+        )
+    files = [folder / n for n in found.files]
     if not files:
         exts = ", ".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
         raise MediaError(
@@ -79,6 +88,9 @@ def _source_kind(path: Path) -> str:
             f"Driving source {path} does not exist. Pass a folder of frames, an "
             "image or a video file (mp4, mov, webm, avi, mkv, gif)."
         )
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block forever, a device may never end
+        raise MediaError(f"Driving source {path} is {file_kind(st)}, not a regular file. Pass a folder or a file.")
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return "image"
     return "video"  # VIDEO_EXTENSIONS, or anything else ffmpeg may still read
@@ -102,8 +114,11 @@ def _fps_filter(fps: float | Fraction | None) -> list[str]:
 
 
 def _open_video(path: Path, output_params: list[str]):
-    """Start imageio-ffmpeg's reader; returns (generator, meta). Errors -> MediaError."""
+    """Start imageio-ffmpeg's reader; returns (generator, meta). Errors -> MediaError. The frame
+    size the stream declares is checked (``images.check_image_size``) before any frame is read."""
     import imageio_ffmpeg
+
+    from ..images import check_image_size
 
     gen = imageio_ffmpeg.read_frames(str(path), output_params=output_params)
     try:
@@ -114,6 +129,11 @@ def _open_video(path: Path, output_params: list[str]):
             f"Cannot read video {path}: no decodable video stream ({short_error(e)}). "
             "Check that the file is a complete video (mp4, mov, webm, avi, mkv, gif)."
         ) from e
+    try:
+        check_image_size(*meta["size"], f"Each frame of video {path}")
+    except BaseException:
+        gen.close()
+        raise
     return gen, meta
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, MediaError
-from .atomic import _commit, _prepare_parent, _temp_sibling, _unlink, atomic_write
+from .atomic import _commit, _prepare_parent, _temp_sibling, _unlink, atomic_write, check_output_path
 from .ffmpeg import ffmpeg_exe, fps_arg, popen, read_log
 
 _AUDIO_BITRATE = "192k"
@@ -84,7 +84,7 @@ class Mp4Writer:
     when complete.
 
     path: the .mp4 to create (its folder is created if missing; an existing file is
-        replaced only on success).
+        replaced only on success; a device node, FIFO, socket or folder there is refused).
     fps: frame rate (int, float or Fraction, > 0).
     audio: None; a path to any audio (or video-with-audio) file ffmpeg reads; or
         ``(waveform, sample_rate)`` with waveform float32 [C, N] or [N] in -1..1 (written
@@ -118,6 +118,7 @@ class Mp4Writer:
         sign: Callable[[Path, Path, Path], None] | None = None,
     ):
         self.path = Path(path)
+        check_output_path(self.path)
         if not (
             isinstance(fps, (int, float, Fraction))
             and not isinstance(fps, bool)
