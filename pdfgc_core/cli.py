@@ -540,7 +540,7 @@ def _run_dub(args, status: _StatusLine) -> int:
         sign=sign,
     )
     print(
-        f"\n[pdfgc] wrote {args.out}" + (" (SYNTHETIC weights: noise, not a face)" if models.synthetic else ""),
+        f"[pdfgc] wrote {args.out}" + (" (SYNTHETIC weights: noise, not a face)" if models.synthetic else ""),
         file=sys.stderr,
     )
     return 0

@@ -218,43 +218,12 @@ class FrameSource:
         if start == 0:
             yield from media.iter_frames(self.path, 0, stop)
             return
-        yield from _seek_frames(self.path, self.fps, start, stop)
+        yield from media.seek_frames(self.path, self.fps, start, stop)
 
     def frame(self, index: int) -> np.ndarray:
         for f in self.frames(index, index + 1):
             return f
         raise InputError(f"{self.name}: has no frame {index}")
-
-
-def _seek_frames(path: Path, fps: Fraction, start: int, stop: int | None) -> Iterator[np.ndarray]:
-    """Frames from ``start`` by an input seek (fast for long videos). ffmpeg's accurate seek
-    decodes from the previous key frame and drops the frames before the time asked for; the time
-    is half a frame before frame ``start``, so its first output is frame ``start`` of a constant
-    frame rate video."""
-    import imageio_ffmpeg
-
-    from .errors import MediaError
-    from .media.ffmpeg import short_error
-
-    t = (start - 0.5) / float(fps)
-    gen = imageio_ffmpeg.read_frames(
-        str(path), input_params=["-ss", f"{t:.6f}"], output_params=["-fps_mode", "passthrough"]
-    )
-    try:
-        meta = next(gen)
-        w, h = meta["size"]
-        i = start
-        while stop is None or i < stop:
-            try:
-                buf = next(gen)
-            except StopIteration:
-                break
-            except Exception as e:
-                raise MediaError(f"Video {path} is damaged: decoding stopped at frame {i} ({short_error(e)}).") from e
-            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3).copy()
-            i += 1
-    finally:
-        gen.close()
 
 
 # -------------------------------------------------------------------------------- tracking

@@ -47,6 +47,7 @@ from .read import (
     list_frame_files,
     probe,
     read_frames,
+    seek_frames,
     video_meta,
 )
 from .write import Mp4Writer, write_frames_png
@@ -66,6 +67,7 @@ __all__ = [
     "open_regular",
     "probe",
     "read_frames",
+    "seek_frames",
     "video_meta",
     "write_frames_png",
 ]

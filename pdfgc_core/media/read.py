@@ -113,14 +113,14 @@ def _fps_filter(fps: float | Fraction | None) -> list[str]:
     return ["-vf", f"fps={fps_arg(fps)}"]
 
 
-def _open_video(path: Path, output_params: list[str]):
+def _open_video(path: Path, output_params: list[str], input_params: list[str] | None = None):
     """Start imageio-ffmpeg's reader; returns (generator, meta). Errors -> MediaError. The frame
     size the stream declares is checked (``images.check_image_size``) before any frame is read."""
     import imageio_ffmpeg
 
     from ..images import check_image_size
 
-    gen = imageio_ffmpeg.read_frames(str(path), output_params=output_params)
+    gen = imageio_ffmpeg.read_frames(str(path), input_params=input_params, output_params=output_params)
     try:
         meta = next(gen)
     except Exception as e:  # corrupt container, no video stream, unparsable header
@@ -246,6 +246,31 @@ def read_frames(
         out[i] = frames[i]
         frames[i] = None  # keep the peak near one copy
     return out
+
+
+def seek_frames(path: str | os.PathLike, fps: float, start: int, stop: int | None = None) -> Iterator[np.ndarray]:
+    """Frames ``start .. stop-1`` of a constant-frame-rate video by an input seek: fast however far
+    into a long video ``start`` is. ffmpeg's accurate seek decodes from the key frame before and
+    drops the frames before the time asked for, half a frame before frame ``start``, so the first
+    frame yielded is frame ``start``. RGB uint8 [H, W, 3], as :func:`iter_frames`."""
+    path = Path(path)
+    _check_range(start, stop, 1)
+    t = max(0.0, (start - 0.5) / float(fps))
+    gen, meta = _open_video(path, ["-fps_mode", "passthrough"], ["-ss", f"{t:.6f}"] if start > 0 else None)
+    try:
+        w, h = meta["size"]
+        i = start
+        while stop is None or i < stop:
+            try:
+                buf = next(gen)
+            except StopIteration:
+                break
+            except Exception as e:
+                raise MediaError(f"Video {path} is damaged: decoding stopped at frame {i} ({short_error(e)}).") from e
+            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3).copy()
+            i += 1
+    finally:
+        gen.close()
 
 
 def video_meta(path: str | os.PathLike) -> MediaInfo:
