@@ -1,7 +1,7 @@
 """Builds example_workflows/*.json (the UI format the ComfyUI frontend saves) from the API-format
 graphs below, which are the one source of truth for the shipped workflows.
 
-    python scripts/build_workflows.py            # rewrite example_workflows/*.json
+    python scripts/build_workflows.py            # rewrite example_workflows/*.json and their .jpg screenshots
     python scripts/build_workflows.py --check    # exit 1 if a shipped file differs from a fresh build
 
 The conversion runs in the real frontend (headless Chromium against a ComfyUI 0.3.75 started by
@@ -531,8 +531,48 @@ def _rounded(value):
     return value
 
 
-def build_all(log=print) -> dict[str, dict]:
-    """{name: UI-format workflow} built in the frontend of a temporary ComfyUI server."""
+SHOW_JS = """
+const [text, done] = [arguments[0], arguments[arguments.length - 1]];
+(async () => {
+  try {
+    document.querySelectorAll(".p-dialog-mask .p-dialog-close-button, .p-dialog-header-close").forEach(b => b.click());
+    await window.app.loadGraphData(JSON.parse(text));
+    await new Promise(r => setTimeout(r, 2500));  // previews of the loaded pictures and videos
+    document.querySelectorAll(".p-dialog-mask .p-dialog-close-button, .p-dialog-header-close").forEach(b => b.click());
+    await new Promise(r => setTimeout(r, 300));
+    window.app.graph.setDirtyCanvas(true, true);
+    done({ok: true});
+  } catch (e) {
+    done({error: String((e && e.stack) || e)});
+  }
+})();
+"""
+THUMBNAIL_WIDTH = 960
+
+
+def screenshot(driver, workflow: dict) -> bytes:
+    """JPEG of ``workflow`` as the frontend shows it when opened (its saved, fitted view): the
+    template's thumbnail, ``example_workflows/<name>.jpg``."""
+    import cv2
+    import numpy as np
+
+    res = driver.execute_async_script(SHOW_JS, json.dumps(workflow))
+    if "error" in res:
+        raise RuntimeError(f"the frontend could not show the workflow: {res['error']}")
+    png = np.frombuffer(driver.get_screenshot_as_png(), np.uint8)
+    img = cv2.imdecode(png, cv2.IMREAD_COLOR)
+    h, w = img.shape[:2]
+    img = cv2.resize(img, (THUMBNAIL_WIDTH, round(h * THUMBNAIL_WIDTH / w)), interpolation=cv2.INTER_AREA)
+    ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise RuntimeError("could not encode the screenshot")
+    return jpg.tobytes()
+
+
+def build_all(log=print, screenshots: dict | None = None) -> dict[str, dict]:
+    """{name: UI-format workflow} built in the frontend of a temporary ComfyUI server (whose input
+    folder holds the sample inputs, as users' does). With a ``screenshots`` dict, each built
+    workflow is also opened and its screenshot (JPEG bytes) stored there by name."""
     import tempfile
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -568,6 +608,10 @@ def build_all(log=print) -> dict[str, dict]:
                             )
                     built[name] = workflow
                     log(f"built {name}: {len(workflow['nodes'])} nodes, {len(workflow['links'])} links")
+                if screenshots is not None:
+                    driver.set_window_size(1920, 1080)
+                    for name, workflow in built.items():
+                        screenshots[name] = screenshot(driver, workflow)
                 return built
 
 
@@ -578,8 +622,12 @@ def dumps(workflow: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="compare with the shipped files instead of writing")
+    ap.add_argument(
+        "--no-thumbnails", action="store_true", help="do not rewrite the example_workflows/*.jpg screenshots"
+    )
     args = ap.parse_args(argv)
-    built = build_all()
+    shots = None if args.check or args.no_thumbnails else {}
+    built = build_all(screenshots=shots)
     stale = []
     for name, workflow in built.items():
         path = OUT_DIR / f"{name}.json"
@@ -591,6 +639,9 @@ def main(argv=None) -> int:
             OUT_DIR.mkdir(exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path.relative_to(REPO)}")
+            if shots and name in shots:
+                path.with_suffix(".jpg").write_bytes(shots[name])
+                print(f"wrote {path.with_suffix('.jpg').relative_to(REPO)}")
     if stale:
         print(f"out of date (run python scripts/build_workflows.py): {', '.join(stale)}")
         return 1

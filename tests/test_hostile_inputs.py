@@ -145,11 +145,12 @@ def jpeg_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-def fake_frames(engine, p, settings, paste_back=False, **kw):
+def fake_frames(engine, p, paste_back=False, **kw):
     """Stands in for ``pipeline.frames_u8``: black frames at once (these tests are about what
     happens around generation, not about the generator)."""
-    for s in range(0, p.num_frames, settings.batch_size):
-        yield np.zeros((min(settings.batch_size, p.num_frames - s), 224, 224, 3), np.uint8)
+    b = p.settings.batch_size
+    for s in range(0, p.num_frames, b):
+        yield np.zeros((min(b, p.num_frames - s), 224, 224, 3), np.uint8)
 
 
 # --------------------------------------------------------------------------- checkpoints

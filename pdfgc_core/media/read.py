@@ -137,11 +137,12 @@ def _open_video(path: Path, output_params: list[str], input_params: list[str] | 
     return gen, meta
 
 
-def _iter_video(path: Path, start: int, stop: int | None, step: int, fps) -> Iterator[tuple[str, np.ndarray]]:
-    gen, meta = _open_video(path, _fps_filter(fps))
+def _decoded(path: Path, gen, meta, first: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index, RGB uint8 [H,W,3]) from an open reader whose first frame is frame ``first``,
+    up to ``stop``; a decoding failure is a MediaError naming the frame. Closes the reader."""
     try:
         w, h = meta["size"]
-        i = 0
+        i = first
         while stop is None or i < stop:
             try:
                 buf = next(gen)
@@ -149,13 +150,21 @@ def _iter_video(path: Path, start: int, stop: int | None, step: int, fps) -> Ite
                 break
             except Exception as e:
                 raise MediaError(f"Video {path} is damaged: decoding stopped at frame {i} ({short_error(e)}).") from e
-            if i >= start and (i - start) % step == 0:
-                yield f"{path} frame {i}", np.frombuffer(buf, np.uint8).reshape(h, w, 3).copy()
+            yield i, np.frombuffer(buf, np.uint8).reshape(h, w, 3).copy()
             i += 1
-        if i == 0 and (stop is None or stop > 0):
-            raise MediaError(f"Video {path} has no decodable frames.")
     finally:
         gen.close()  # terminates ffmpeg when the caller stops early
+
+
+def _iter_video(path: Path, start: int, stop: int | None, step: int, fps) -> Iterator[tuple[str, np.ndarray]]:
+    gen, meta = _open_video(path, _fps_filter(fps))
+    seen = False
+    for i, frame in _decoded(path, gen, meta, 0, stop):
+        seen = True
+        if i >= start and (i - start) % step == 0:
+            yield f"{path} frame {i}", frame
+    if not seen and (stop is None or stop > 0):
+        raise MediaError(f"Video {path} has no decodable frames.")
 
 
 def _iter_labeled(path, start=0, stop=None, step=1, fps=None) -> Iterator[tuple[str, np.ndarray]]:
@@ -257,20 +266,8 @@ def seek_frames(path: str | os.PathLike, fps: float, start: int, stop: int | Non
     _check_range(start, stop, 1)
     t = max(0.0, (start - 0.5) / float(fps))
     gen, meta = _open_video(path, ["-fps_mode", "passthrough"], ["-ss", f"{t:.6f}"] if start > 0 else None)
-    try:
-        w, h = meta["size"]
-        i = start
-        while stop is None or i < stop:
-            try:
-                buf = next(gen)
-            except StopIteration:
-                break
-            except Exception as e:
-                raise MediaError(f"Video {path} is damaged: decoding stopped at frame {i} ({short_error(e)}).") from e
-            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3).copy()
-            i += 1
-    finally:
-        gen.close()
+    for _, frame in _decoded(path, gen, meta, start, stop):
+        yield frame
 
 
 def video_meta(path: str | os.PathLike) -> MediaInfo:
