@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import numbers
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -195,12 +197,19 @@ class Plan:
 
 StageProgress = Callable[[str, int, int], None]
 """``on_stage(stage, done, total)``: what :func:`plan` is doing, e.g. ("encoding the pose driver x.mp4",
-32, 250). ``total`` 0: a step without a count (``done`` 0 when it starts, 1 when it ends)."""
+32, 250), called as each step starts and as its count grows. ``total`` 0: a step without a count."""
 
 
 def _check_strengths(strengths: dict) -> None:
+    """InputError naming the first NaN or infinite strength (per-frame sequences are checked when applied)."""
     for k, v in strengths.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and not np.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            continue
+        try:
+            finite = math.isfinite(v)
+        except OverflowError:  # an int beyond float: reported as an overflow when applied
+            finite = True
+        if not finite:
             raise InputError(
                 f"{k} strength {v!r} is not a finite number; give a finite strength (1 = official, 0 = off)."
             )

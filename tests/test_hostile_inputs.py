@@ -50,16 +50,21 @@ OFFICIAL = ("appearance_model.pth", "motion_model.pth", "audio_model.pth", "gene
 # --------------------------------------------------------------------------- helpers
 
 
+class Hang(BaseException):
+    """Raised by :func:`deadline`; not an Exception (nor an OSError, as TimeoutError is), so code
+    under test that swallows errors cannot swallow it."""
+
+
 @contextmanager
 def deadline(seconds: float):
-    """Raise TimeoutError in the block after ``seconds`` (SIGALRM): a hang fails the test instead
-    of stalling the suite."""
+    """Raise :class:`Hang` in the block after ``seconds`` (SIGALRM, repeated every second): a hang
+    fails the test instead of stalling the suite."""
 
     def fire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: it hangs")
+        raise Hang(f"still running after {seconds} s: it hangs")
 
     old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     finally:
@@ -328,7 +333,7 @@ def test_cli_numbers_out_of_range_name_the_flag(tmp_path, capsys, monkeypatch, f
         raise AssertionError("the networks were loaded before the arguments were checked")
 
     monkeypatch.setattr(cli, "get_models", never)
-    rc, err = run_cli(capsys, *render_args(tmp_path, tmp_path / "a.wav", **{flag: value}))
+    rc, err = run_cli(capsys, *render_args(tmp_path, tmp_path / "a.wav"), f"{flag}={value}")  # "=": -1e30 is a value
     assert rc == 2, err
     assert err.startswith(f"error: argument {flag}: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
