@@ -38,10 +38,10 @@ from . import audio as audio_io
 from . import images, provenance
 from .engine import Appearance, Engine
 from .errors import FaceNotFoundError, InputError
-from .faces.align import CROP_SIZE, TEMPLATE, compose_affine, invert_affine, similarity_transform, warp_crops
+from .faces.align import TEMPLATE, similarity_transform, warp_crops
 from .faces.headpose import estimate_head_pose
 from .faces.landmarks import LEFT_EYE, RIGHT_EYE, Face, get_detector, template_points
-from .faces.paste import REGIONS, region_mask, view_to_crop
+from .faces.paste import REGIONS, region_mask, warp_into_frame
 from .factors import Factor, PostProcess, assemble_motion, fit_indices
 
 log = logging.getLogger("pdfgc")
@@ -432,38 +432,13 @@ def composite(
     ``frame`` uint8 ``[H,W,3]``; ``face`` uint8 ``[224,224,3]`` in the generator view;
     ``matrix`` ``[2,3]`` frame -> crop pixels; ``mask_crop`` float32 ``[224,224]`` in crop pixels.
     Returns a new uint8 frame, equal to ``frame`` wherever the warped mask is 0."""
-    import cv2
-
-    h, w = frame.shape[:2]
-    inv = invert_affine(matrix)
-    corners = np.array([[0, 0], [CROP_SIZE, 0], [0, CROP_SIZE], [CROP_SIZE, CROP_SIZE]], np.float64)
-    p = corners @ inv[:, :2].T + inv[:, 2]
-    x0, y0 = np.maximum(np.floor(p.min(0)).astype(int) - 2, 0)
-    x1, y1 = np.minimum(np.ceil(p.max(0)).astype(int) + 3, (w, h))
     out = frame.copy()
-    if x1 <= x0 or y1 <= y0:
+    warped_face = warp_into_frame(face.astype(np.float32) / 255.0, mask_crop, matrix, frame.shape[:2])
+    if warped_face is None:
         return out
-    shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
-    m_roi = compose_affine(matrix, shift)  # roi pixel -> crop pixel
-    size = (int(x1 - x0), int(y1 - y0))
-    mask = cv2.warpAffine(
-        mask_crop,
-        m_roi,
-        size,
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
+    (x0, y0, x1, y1), warped, mask = warped_face
     if not (mask > 0).any():
         return out
-    m_img = compose_affine(invert_affine(view_to_crop("generator", face.shape[0])), m_roi)
-    warped = cv2.warpAffine(
-        face.astype(np.float32) / 255.0,
-        m_img,
-        size,
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
     src = out[y0:y1, x0:x1].astype(np.float32) / 255.0
     if match_colors:
         warped = color_match(warped, src, mask)

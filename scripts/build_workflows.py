@@ -535,12 +535,23 @@ SHOW_JS = """
 const [text, done] = [arguments[0], arguments[arguments.length - 1]];
 (async () => {
   try {
-    document.querySelectorAll(".p-dialog-mask .p-dialog-close-button, .p-dialog-header-close").forEach(b => b.click());
     await window.app.loadGraphData(JSON.parse(text));
     await new Promise(r => setTimeout(r, 2500));  // previews of the loaded pictures and videos
-    document.querySelectorAll(".p-dialog-mask .p-dialog-close-button, .p-dialog-header-close").forEach(b => b.click());
-    await new Promise(r => setTimeout(r, 300));
+    // the start-up templates browser of a fresh user profile covers the canvas: not part of the picture
+    document.querySelectorAll(".p-dialog-mask").forEach(e => e.remove());
+    // fit the view to the nodes (screen = (position + offset) * scale), as the template opens
+    const g = window.app.graph, c = window.app.canvas, T = LiteGraph.NODE_TITLE_HEIGHT;
+    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const n of g._nodes) {
+      x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - T);
+      x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+    }
+    const rect = c.canvas.getBoundingClientRect(), margin = 30;
+    const scale = Math.min(1, (rect.width - 2 * margin) / (x1 - x0), (rect.height - 2 * margin) / (y1 - y0));
+    c.ds.scale = scale;
+    c.ds.offset = [-x0 + margin / scale, -y0 + margin / scale];
     window.app.graph.setDirtyCanvas(true, true);
+    await new Promise(r => setTimeout(r, 300));
     done({ok: true});
   } catch (e) {
     done({error: String((e && e.stack) || e)});

@@ -119,6 +119,30 @@ def _roi(m_crop_from_frame: np.ndarray, hw: tuple[int, int]) -> tuple[int, int, 
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
+def warp_into_frame(
+    face: np.ndarray, mask_crop: np.ndarray, m_crop: np.ndarray, hw: tuple[int, int], view: str = "generator"
+):
+    """One face picture and a crop-pixel mask warped into a frame of size ``hw`` (H, W), over the box
+    that holds the mask's support: ``((x0, y0, x1, y1), face [y1-y0, x1-x0, 3], mask [y1-y0, x1-x0])``
+    (bilinear; the face's borders replicated, the mask 0 outside the crop), or None when the box
+    lies outside the frame. ``face``: float32 ``[S,S,3]`` in ``view`` ("generator" or "crop");
+    ``mask_crop``: float32 ``[224,224]``; ``m_crop``: ``[2,3]`` frame pixel -> crop pixel."""
+    import cv2
+
+    roi = _roi(m_crop, hw)
+    if roi is None:
+        return None
+    x0, y0, x1, y1 = roi
+    shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
+    m_crop_roi = compose_affine(m_crop, shift)
+    m_img_roi = compose_affine(invert_affine(view_to_crop(view, face.shape[0])), m_crop_roi)
+    size = (x1 - x0, y1 - y0)
+    inverse = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    face_px = cv2.warpAffine(face, m_img_roi, size, flags=inverse, borderMode=cv2.BORDER_REPLICATE)
+    mask = cv2.warpAffine(mask_crop, m_crop_roi, size, flags=inverse, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return roi, face_px, mask
+
+
 def paste_back(
     frames, images, info: CropInfo, *, feather: float = DEFAULT_FEATHER, view: str = "generator", name: str = "frames"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +159,6 @@ def paste_back(
     blended ``frame * (1 - mask) + warped * mask``. Returns float32 frames ``[G,H,W,3]`` in
     0..1 and the float32 masks ``[G,H,W]`` in 0..1.
     """
-    import cv2
 
     if not isinstance(info, CropInfo):
         raise InputError(f"crop info: expected a CropInfo (from face alignment), got {type(info).__name__}")
@@ -158,34 +181,17 @@ def paste_back(
             f"(every picture is pasted into it) or at least {g_count} frames"
         )
 
-    to_crop = view_to_crop(view, s)
     mask_crop = face_mask(feather)
     out = np.empty((g_count, h, w, 3), np.float32)
     masks = np.zeros((g_count, h, w), np.float32)
     for j in range(g_count):
         fi = 0 if f_count == 1 else j
         out[j] = base[fi]
-        m_crop = info.matrices[fi]
-        roi = _roi(m_crop, (h, w))
-        if roi is None:
+        warped = warp_into_frame(faces[j], mask_crop, info.matrices[fi], (h, w), view)
+        if warped is None:
             continue
-        x0, y0, x1, y1 = roi
-        shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0]])
-        m_crop_roi = compose_affine(m_crop, shift)
-        m_img_roi = compose_affine(invert_affine(to_crop), m_crop_roi)
-        size = (x1 - x0, y1 - y0)
-        warped = cv2.warpAffine(
-            faces[j], m_img_roi, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
-        )
-        m = cv2.warpAffine(
-            mask_crop,
-            m_crop_roi,
-            size,
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0,
-        )[..., None]
+        (x0, y0, x1, y1), face_px, m = warped
         region = out[j, y0:y1, x0:x1]
-        out[j, y0:y1, x0:x1] = region + (warped - region) * m
-        masks[j, y0:y1, x0:x1] = m[..., 0]
+        out[j, y0:y1, x0:x1] = region + (face_px - region) * m[..., None]
+        masks[j, y0:y1, x0:x1] = m
     return out, masks
