@@ -247,11 +247,11 @@ def test_mismatched_factor_lengths_follow_the_fit_policy(engine):
 
 def test_extreme_factor_strengths(engine, caplog):
     drv = pipeline.Driver(frames(2))
-    s = settings(strengths={"mouth": 1.0, "expression": 1.0, "eye": 1.0, "pose": 1e6})
+    s = settings(strengths={"mouth": 1.0, "expression": 1.0, "eye": 1.0, "pose": 1e6}, batch_size=1)
     with caplog.at_level(logging.WARNING, logger="pdfgc"):
         p = pipeline.plan(engine, portrait(), (speech(0.13), SR), {"pose": drv}, s)
     assert "far above 1" in caplog.text and "'pose': 1000000.0" in caplog.text
-    frame = next(pipeline.frames_u8(engine, p, settings(batch_size=1)))  # saturated, but finite pixels
+    frame = next(pipeline.frames_u8(engine, p))  # saturated, but finite pixels
     assert frame.shape == (1, 224, 224, 3) and frame.dtype == np.uint8
     app = engine.encode_appearance(pipeline.load_appearance_image(portrait()).tensor)
     motion = torch.full((1, MOTION_DIM), 3e37)  # finite, but the generator's arithmetic overflows
@@ -346,7 +346,8 @@ def test_cli_bad_inputs_exit_2_with_a_message(cli_env, capsys, case, expect):
         over["--fps"] = "0"
     rc, err = run_cli(capsys, *_base(env, **over))
     assert rc == 2, err
-    assert err.strip().startswith("error: ") and expect in err, err
+    last = err.strip().splitlines()[-1]  # after the progress lines of the steps that ran
+    assert last.startswith("error: ") and expect in last and err.count("error: ") == 1, err
     assert "Traceback" not in err and len(err) < 1500
     assert not (tmp / "out").exists() or not any((tmp / "out").iterdir())
 
@@ -466,12 +467,15 @@ def test_docs_table_names_real_tests():
     doc = (REPO / "docs" / "BAD_INPUTS.md").read_text()
     named = set(re.findall(r"`(?:tests/(test_\w+)\.py::)?(test_\w+)`", doc))
     sources = {
-        f: (REPO / "tests" / f"{f}.py").read_text() for f in ("test_robustness", "test_checkpoints", "test_fuzz")
+        f: (REPO / "tests" / f"{f}.py").read_text()
+        for f in ("test_robustness", "test_checkpoints", "test_fuzz", "test_hostile_inputs")
     }
     for file, name in named:
         candidates = [file] if file else list(sources)
         assert any(re.search(rf"^def {name}\(", sources[f], re.M) for f in candidates), f"{name} is not a test"
-    here = set(re.findall(r"^def (test_\w+)\(", sources["test_robustness"], re.M)) - {
-        "test_docs_table_names_real_tests"
-    }
+    here = {
+        name
+        for f in ("test_robustness", "test_hostile_inputs")
+        for name in re.findall(r"^def (test_\w+)\(", sources[f], re.M)
+    } - {"test_docs_table_names_real_tests"}
     assert here <= {name for _, name in named}, f"tests without a row: {here - {n for _, n in named}}"

@@ -20,10 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..images import CROP_COLS, CROP_ROWS
 from .align import CROP_SIZE, CropInfo, compose_affine, invert_affine, resize_affine
 from .convert import as_rgb_f32
 
-GENERATOR_WINDOW = (0, 192, 16, 208)
+GENERATOR_WINDOW = (*CROP_ROWS, *CROP_COLS)
 """(top, bottom, left, right) of the crop region the networks see (official loader)."""
 MASK_CENTER = (111.5, 95.5)
 MASK_RADIUS = 96.0
@@ -59,6 +60,50 @@ def face_mask(feather: float = DEFAULT_FEATHER) -> np.ndarray:
     m[r > MASK_RADIUS] = 0.0
     m[r <= MASK_RADIUS - feather] = 1.0
     return m.astype(np.float32)
+
+
+REGIONS = ("mouth", "lower", "face")
+"""Paste regions, smallest first: the mouth alone, the lower face (below the eyes: eyes, brows and
+forehead keep the original pixels), or the whole face disc of :func:`face_mask`."""
+MOUTH_ELLIPSE = ((112.0, 122.0), (40.0, 27.0))
+"""Centre (x, y) and half-axes of the mouth region in crop pixels: the template mouth (112, 120)
+with room for an open jaw; the template's eyes are 50 px apart."""
+LOWER_TOP = 80.0
+"""Crop row above which the lower-face region never reaches: 21 px below the template's eye line
+(y 59), above the nostrils."""
+
+
+def region_mask(region: str = "face", feather: float = DEFAULT_FEATHER) -> np.ndarray:
+    """A paste mask in crop pixels, float32 ``[224,224]`` in 0..1, for one of :data:`REGIONS`.
+
+    ``face``: :func:`face_mask`. ``lower``: the face disc below row :data:`LOWER_TOP`, with the
+    same soft edge at the top. ``mouth``: an ellipse (:data:`MOUTH_ELLIPSE`) with a soft edge of
+    ``feather`` pixels inside it. Everything outside the region is exactly 0."""
+    from scipy.special import erfc
+
+    if region not in REGIONS:
+        raise InputError(f"paste region {region!r} is unknown; choose one of {', '.join(REGIONS)}")
+    if not np.isfinite(feather) or feather < 0:
+        raise InputError(f"feather must be a number >= 0 (crop pixels), got {feather}")
+    yy, xx = np.mgrid[0:CROP_SIZE, 0:CROP_SIZE].astype(np.float64)
+
+    def soft_inside(distance_to_edge: np.ndarray) -> np.ndarray:
+        """1 deep inside, 0 at and beyond the edge; ``distance_to_edge`` > 0 inside."""
+        if feather <= 0:
+            return (distance_to_edge >= 0).astype(np.float64)
+        m = 0.5 * erfc((feather / 2.0 - distance_to_edge) / (np.sqrt(2.0) * feather / 6.0))
+        m[distance_to_edge <= 0] = 0.0
+        m[distance_to_edge >= feather] = 1.0
+        return m
+
+    if region == "face":
+        return face_mask(feather)
+    if region == "lower":
+        return (face_mask(feather) * soft_inside(yy - LOWER_TOP)).astype(np.float32)
+    (cx, cy), (ax, ay) = MOUTH_ELLIPSE
+    # distance inside the ellipse along its normal, approximated by the scaled radial distance
+    rho = np.hypot((xx - cx) / ax, (yy - cy) / ay)
+    return soft_inside((1.0 - rho) * min(ax, ay)).astype(np.float32)
 
 
 def _roi(m_crop_from_frame: np.ndarray, hw: tuple[int, int]) -> tuple[int, int, int, int] | None:
