@@ -226,6 +226,7 @@ def test_empty_or_missing_driver_folder(tmp_path, engine):
         pipeline.plan(engine, portrait(), (speech(), SR), {"eye": pipeline.Driver(frames(0))}, settings())
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_mismatched_factor_lengths_follow_the_fit_policy(engine):
     """The audio decides the length; every driver is fitted to it (read only as far as needed)."""
     drivers = {
@@ -245,6 +246,7 @@ def test_mismatched_factor_lengths_follow_the_fit_policy(engine):
         pipeline.plan(engine, portrait(), (speech(), SR), drivers, settings(fit="stretch"))
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_extreme_factor_strengths(engine, caplog):
     drv = pipeline.Driver(frames(2))
     s = settings(strengths={"mouth": 1.0, "expression": 1.0, "eye": 1.0, "pose": 1e6}, batch_size=1)
