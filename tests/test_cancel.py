@@ -10,6 +10,7 @@ class Cancelled(Exception):
     pass
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_interrupt_stops_a_batch_within_one_layer(synthetic_models):
     engine = Engine(synthetic_models)
     gen = engine.models.generator

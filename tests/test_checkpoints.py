@@ -335,6 +335,7 @@ def test_nan_and_inf_tensors(official, tmp_path):
     expect_error(variant(d2, official, audio=sd), "mouth_embed.1.bias", "NaN or infinite")
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_prefix_extras_noise_and_kernel_policy(official, tmp_path):
     """One full load through every tolerated irregularity: 'module.' prefix, known and unknown
     extra keys, no stored generator noise, a non-standard blur kernel."""

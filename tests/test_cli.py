@@ -60,6 +60,7 @@ def test_demo_renders_sample_with_sound_equal_to_core(no_checkpoint, tmp_path, c
     assert "AI-generated" in manifest.read_container_tags(out)["comment"]
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_any_photo_aligned_and_pasted_back(no_checkpoint, tmp_path, capsys):
     skimage_data = pytest.importorskip("skimage.data")
     photo = tmp_path / "astronaut.png"
@@ -115,6 +116,7 @@ def test_render_without_checkpoint_refuses_unless_synthetic(monkeypatch, capsys)
     assert "models/pdfgc" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_batch_size_auto_and_bad_value(no_checkpoint, tmp_path, capsys):
     out = tmp_path / "auto.mp4"
     assert cli.main(["demo", "--seconds", "0.2", "--batch-size", "auto", "--out", str(out), "--device", "cpu"]) == 0

@@ -460,6 +460,7 @@ def test_five_point_needs_landmarks_and_a_face():
 # ------------------------------------------------------------------------------------------ export
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_the_optional_mouth_head_of_the_motion_network(models):
     from pdfgc_core.checkpoints.models import LoadReport
     from pdfgc_core.checkpoints.validate import _load_network

@@ -61,6 +61,7 @@ def test_dub_video_node_equals_core(handle, clip):
         PDFGC_DubVideo().dub(handle, images.u8_to_comfy(frames), audio, 25.0, **{**OPTIONS, "face": "left"})
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_dub_video_file_node_streams_input_to_output(handle, clip, tmp_path, monkeypatch):
     frames, wave = clip
     (tmp_path / "input").mkdir()

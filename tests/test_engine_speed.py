@@ -45,6 +45,7 @@ def _frames(engine: Engine) -> torch.Tensor:
     return engine.generate_all(app, motion, batch_size=2)
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
     eager = _frames(Engine(models(), device="cpu"))
     calls = []

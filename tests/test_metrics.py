@@ -200,6 +200,7 @@ def _planted_lip(audio_embed):
     return embed
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_pdfgc_sync_on_the_bundled_speech_reports_the_shift(models, speech):
     wave, sr = speech
     wave = wave[:, : int(0.64 * sr)]

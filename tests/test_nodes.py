@@ -80,7 +80,7 @@ INTERFACE = {
     "PDFGC_SplitEyes": (["eye"], [], ["blink", "gaze"]),
     "PDFGC_ZeroFactor": (["factor"], [], ["factor"]),
 }
-CUSTOM_TYPES = {"PDFGC_MODEL", "PDFGC_APPEARANCE", "PDFGC_FACTOR", "PDFGC_MOTION"}
+CUSTOM_TYPES = {"PDFGC_MODEL", "PDFGC_APPEARANCE", "PDFGC_FACTOR", "PDFGC_MOTION", *_common.KIND_TYPES.values()}
 COMFY_TYPES = {"IMAGE", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
@@ -260,7 +260,7 @@ def test_node_metadata(name):
             elif isinstance(kind, list):
                 assert kind and opts.get("default", kind[0]) in kind
             else:
-                assert kind in CUSTOM_TYPES | COMFY_TYPES, f"{name}.{inp}: unknown type {kind}"
+                assert set(kind.split(",")) <= CUSTOM_TYPES | COMFY_TYPES, f"{name}.{inp}: unknown type {kind}"
 
 
 def test_nodes_md_lists_every_node():

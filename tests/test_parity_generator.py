@@ -9,11 +9,12 @@ with the fast path on random inputs, and the fast path with one fixture.
 
 Each fixture runs on the official-layout weights of its own ``weights_seed``; each stored tensor
 (every frame-0 internal, the images) is its own test, skipped when the fixture lacks it. The
-tests on random inputs use the session's synthetic models (conftest ``synthetic_models``).
+tests on random inputs use a copy of the session's synthetic generator (conftest ``synthetic_models``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -81,8 +82,10 @@ def fx_generator(fx, fx_weights) -> Generator:
 
 @pytest.fixture(scope="module")
 def generator(synthetic_models) -> Generator:
-    """A generator with weights for the tests on random inputs: the session's synthetic models."""
-    return synthetic_models.generator
+    """A generator with weights for the tests on random inputs: a private copy of the session's
+    synthetic one, since these tests switch precision and layout, which replaces the generator's
+    cached fast-path weights (other modules measure memory around the shared one)."""
+    return copy.deepcopy(synthetic_models.generator)
 
 
 def fixture_inputs(fx):

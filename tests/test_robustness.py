@@ -2,7 +2,7 @@
 of docs/BAD_INPUTS.md, each checking what the user gets; and what a failed or interrupted render
 leaves behind (nothing) and keeps in memory (nothing).
 
-Synthetic weights (the session's ``synthetic_models``: ``synthetic_models(0)``), ~0.3 s of audio
+Synthetic weights (the session's synthetic checkpoint: ``synthetic_models(0)``), ~0.3 s of audio
 (5 frames at 25 fps) and small driver arrays keep it fast; generation runs on at most a handful
 of frames.
 """
@@ -35,8 +35,12 @@ SR = 16000
 
 
 @pytest.fixture(scope="module")
-def models(synthetic_models):
-    return synthetic_models
+def models(synthetic_checkpoint):
+    """This module's own copy of the session's synthetic checkpoint (loaded, not rebuilt): the
+    memory checks here must not see fast-path caches other modules left in shared models."""
+    from pdfgc_core.checkpoints import load_models
+
+    return load_models(synthetic_checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +226,7 @@ def test_empty_or_missing_driver_folder(tmp_path, engine):
         pipeline.plan(engine, portrait(), (speech(), SR), {"eye": pipeline.Driver(frames(0))}, settings())
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_mismatched_factor_lengths_follow_the_fit_policy(engine):
     """The audio decides the length; every driver is fitted to it (read only as far as needed)."""
     drivers = {
@@ -241,6 +246,7 @@ def test_mismatched_factor_lengths_follow_the_fit_policy(engine):
         pipeline.plan(engine, portrait(), (speech(), SR), drivers, settings(fit="stretch"))
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_extreme_factor_strengths(engine, caplog):
     drv = pipeline.Driver(frames(2))
     s = settings(strengths={"mouth": 1.0, "expression": 1.0, "eye": 1.0, "pose": 1e6}, batch_size=1)
@@ -437,7 +443,7 @@ def test_failed_or_interrupted_render_leaves_nothing_and_frees_memory(cli_env, c
 def test_progress_callback_exception_stops_generation(engine):
     app = engine.encode_appearance(pipeline.load_appearance_image(portrait()).tensor)
     motion = torch.zeros(4, MOTION_DIM)
-    engine.generate_all(app, motion[:1], batch_size=1)  # the generator's caches exist before measuring
+    engine.generate_all(app, motion[:1], batch_size=1)  # warm-up: caches a batch-1 run builds stay out of the count
     before = live_tensor_mb()
     calls = []
 
