@@ -1,4 +1,4 @@
-"""Command line: ``python -m pdfgc_core {demo,render,convert,info}``."""
+"""Command line: ``python -m pdfgc_core {demo,render,convert,info,prepare,train}``."""
 
 from __future__ import annotations
 
@@ -237,6 +237,9 @@ def main(argv=None) -> int:
     conv.add_argument("--fp16", action="store_true", help="store weights in float16 (half the size)")
     info = sub.add_parser("info", help="validate a checkpoint and print what was found")
     info.add_argument("checkpoint")
+    from .train import cli as train_cli
+
+    train_cli.add_parsers(sub)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="[pdfgc] %(message)s")
@@ -249,6 +252,8 @@ def main(argv=None) -> int:
             out = convert(args.src, args.dst, half=args.fp16)
             print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
             return 0
+        if args.cmd in train_cli.COMMANDS:
+            return train_cli.run(args)
         if args.cmd == "info":
             m = load_models(args.checkpoint)
             print(f"{args.checkpoint}: OK ({m.report.kind}{', SYNTHETIC' if m.synthetic else ''})")
