@@ -72,6 +72,7 @@ class PoseConfig(HeadConfig):
 @dataclass(frozen=True)
 class DataConfig:
     items_per_clip: int
+    resample_each_epoch: bool
     num_workers: int
 
 

@@ -2,7 +2,7 @@
 
 An epoch has ``items_per_clip`` items per eligible clip. Everything random about item ``i`` of
 epoch ``e`` (which frames, which negatives) is drawn from ``numpy.random.default_rng((seed,
-stage, e, i))``, so an item is the same whichever process, worker or run computes it: a resumed
+stage, e, i))`` (``e`` = 0 with ``data.resample_each_epoch = false``), so an item is the same whichever process, worker or run computes it: a resumed
 run and a run on another number of GPUs see exactly the same data.
 
 Items (numpy, collated to torch by :func:`collate`):
@@ -84,7 +84,8 @@ class Stage2Data(Dataset):
         return len(self.clips) * self.per_clip
 
     def rng(self, epoch: int, item: int) -> np.random.Generator:
-        return np.random.default_rng((self.cfg.run.seed, self.salt, int(epoch), int(item)))
+        epoch = int(epoch) if self.cfg.data.resample_each_epoch else 0
+        return np.random.default_rng((self.cfg.run.seed, self.salt, epoch, int(item)))
 
     def __getitem__(self, key) -> dict:
         epoch, item = key

@@ -414,6 +414,7 @@ def prepare(inputs, out, opts: PrepareOptions | None = None, echo=None) -> Prepa
     todo = [v for v in videos if str(v) not in done and (opts.retry_skipped or str(v) not in before)]
     writer = shards.ShardWriter(out, opts.frame_codec, opts.jpeg_quality, int(opts.shard_mb * (1 << 20)))
     skipped, count, t0 = [], {"videos": 0, "clips": 0}, time.perf_counter()
+    shown = [0.0]  # time of the last progress line (at most one a second, and the last one)
 
     def take(res: VideoResult) -> None:
         if res.clips:
@@ -425,7 +426,10 @@ def prepare(inputs, out, opts: PrepareOptions | None = None, echo=None) -> Prepa
             rec = {"source": res.source, "reason": reason, "detail": detail}
             shards.append_skipped(out, rec)
             skipped.append(rec)
-        echo(_progress_line(count["videos"] + len(skipped), len(todo), count["clips"], len(skipped), t0))
+        done = count["videos"] + len(skipped)
+        if time.perf_counter() - shown[0] >= 1.0 or done == len(todo):
+            shown[0] = time.perf_counter()
+            echo(_progress_line(done, len(todo), count["clips"], len(skipped), t0))
 
     echo(f"[prepare] {len(videos)} video(s), {len(videos) - len(todo)} already done, {len(todo)} to prepare")
     if opts.workers <= 1 or len(todo) <= 1:

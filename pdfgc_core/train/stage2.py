@@ -79,6 +79,7 @@ class Step:
     def __init__(self, cfg, nets, model, store: ClipStore, device, autocast):
         self.cfg, self.nets, self.model, self.store, self.dev, self.autocast = cfg, nets, model, store, device, autocast
         self.vcache = self.acache = None
+        self.anchors: dict[tuple, torch.Tensor] = {}
         if cfg.run.trunk_cache:
             self.vcache = FeatureCache(self._trunk)
         if cfg.stage == "lip" and cfg.lip.audio_trainable == "head":
@@ -101,6 +102,17 @@ class Step:
     def _all_windows(self, clip: int) -> torch.Tensor:
         n = self.store.clips[clip]["num_frames"]
         return mel_windows(self.store.small(clip, "mel").copy(), self.store.fps, num_frames=n)
+
+    def _anchors(self, batch) -> torch.Tensor:
+        """Trunk features [B,512] of the eye anchors. With the trunk cache, an anchor (a function of
+        clip, t1, t2) is computed once, alone (so its value does not depend on the batch)."""
+        if self.vcache is None:
+            return self._trunk(batch["anchor"])
+        keys = [(int(c), int(t[0]), int(t[1])) for c, t in zip(batch["clip"], batch["times"])]
+        for key, img in zip(keys, batch["anchor"]):
+            if key not in self.anchors:
+                self.anchors[key] = self._trunk(img[None])[0]
+        return torch.stack([self.anchors[k] for k in keys])
 
     def _visual(self, batch) -> torch.Tensor:
         """Trunk features [B*T,512] of the batch's frames (item-major)."""
@@ -131,7 +143,7 @@ class Step:
         if cfg.stage == "eye":
             b = batch["times"].shape[0]
             pair = self._visual(batch).reshape(b, 2, -1)
-            feat = torch.cat([pair[:, 0], pair[:, 1], self._trunk(batch["anchor"])])
+            feat = torch.cat([pair[:, 0], pair[:, 1], self._anchors(batch)])
             with self.autocast():
                 f1, f2, fa = self.model(feat).split(b)
             return losses.eye_contrastive(f1, f2, fa, cfg.eye.temperature)

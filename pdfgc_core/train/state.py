@@ -139,6 +139,8 @@ def load_networks(source, run_dir, seed: int = 0, write_frozen: bool = True) -> 
         for net in TRAINED:
             where, read = readers[net]
             raw[net] = read()
+            if raw[net] and all(k.startswith("module.") for k in raw[net]):  # a DataParallel save
+                raw[net] = {k[len("module.") :]: v for k, v in raw[net].items()}
             modules[net] = _load_network(net, where, dict(raw[net]), report)
             if net == "motion":
                 _load_lip(lip, _split_lip(raw[net]), where, report)
