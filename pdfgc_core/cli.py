@@ -1,4 +1,4 @@
-"""Command line: ``python -m pdfgc_core {demo,render,dub,convert,info,check,evaluate,calibrate-pose,export-motion}``."""
+"""Command line: ``python -m pdfgc_core {demo,render,dub,convert,info,check,evaluate,calibrate-pose,export-motion,prepare,train}``."""
 
 from __future__ import annotations
 
@@ -586,6 +586,9 @@ def main(argv=None) -> int:
     from .metrics.command import add_parser as add_evaluate_parser
 
     add_evaluate_parser(sub)
+    from .train import cli as train_cli
+
+    train_cli.add_parsers(sub)
     ap.add_argument("-v", "--verbose", action="store_true")
     try:
         args = ap.parse_args(argv)
@@ -614,6 +617,8 @@ def main(argv=None) -> int:
                 from .metrics.command import run as run_evaluate
 
                 return run_evaluate(args)
+            if args.cmd in train_cli.COMMANDS:
+                return train_cli.run(args)
             if args.cmd == "info":
                 m = load_models(args.checkpoint)
                 print(f"{args.checkpoint}: OK ({m.report.kind}{', SYNTHETIC' if m.synthetic else ''})")
