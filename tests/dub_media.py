@@ -4,6 +4,7 @@ optional cut. Used by tests/test_dub.py and benchmarks/bench_dub.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ def background(h: int, w: int, t: int, shot: int = 0) -> np.ndarray:
     return rgb.clip(0, 255).astype(np.uint8)
 
 
-def face_clip(
+def iter_face_clip(
     n: int = 45,
     size: tuple[int, int] = (360, 640),
     main: int = 210,
@@ -37,35 +38,42 @@ def face_clip(
     no_face: tuple[int, int] | None = (20, 30),
     drift: float = 1.5,
     cut_at: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 frames [n,H,W,3] and the main face's top-left corner per frame [n,2] (x, y; NaN where
-    no face is shown). The main face (``main`` px portrait) starts at x=330 and drifts right by
-    ``drift`` px a frame; the second face (``second`` px) stays at the left; frames in the
-    half-open range ``no_face`` show only the background. From ``cut_at`` on, the main face jumps
-    to the other side (a new shot)."""
+) -> Iterator[tuple[np.ndarray, tuple[float, float]]]:
+    """One frame at a time: uint8 ``[H,W,3]`` and the main face's top-left corner (x, y; NaN where
+    no face is shown), so long high-resolution clips never sit in memory. The main face (``main``
+    px portrait) starts at x=330 and drifts right by ``drift`` px a frame; the second face
+    (``second`` px) stays at the left; frames in the half-open range ``no_face`` show only the
+    background. From ``cut_at`` on, the main face jumps to the other side (a new shot)."""
     h, w = size
     big, small = portrait(main), (portrait(second)[:, ::-1] if second else None)
-    frames, corners = [], []
     for t in range(n):
         f = background(h, w, t, 0 if cut_at is None or t < cut_at else 1)
         if no_face and no_face[0] <= t < no_face[1]:
-            frames.append(f)
-            corners.append((np.nan, np.nan))
+            yield f, (np.nan, np.nan)
             continue
         x = int(round(330 + drift * t)) if cut_at is None or t < cut_at else int(round(260 - drift * (t - cut_at)))
+        x = min(x, w - main)  # a long clip's face stops at the right edge
         y = (h - main) // 2 + int(round(4 * np.sin(t / 7.0)))
         if small is not None:
             f[100 : 100 + second, 40 : 40 + second] = small
         f[y : y + main, x : x + main] = big
-        frames.append(f)
-        corners.append((x, y))
+        yield f, (x, y)
+
+
+def face_clip(n: int = 45, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`iter_face_clip` as arrays: uint8 frames ``[n,H,W,3]`` and corners ``[n,2]``."""
+    frames, corners = zip(*iter_face_clip(n, **kw))
     return np.stack(frames), np.array(corners, float)
 
 
 def write_video(path, frames: np.ndarray, fps, audio=None) -> Path:
-    """frames -> an mp4 (h264, high quality) at ``fps``, with optional ``(waveform, sr)`` sound."""
+    """frames (``[N,H,W,3]`` uint8, or an iterable of ``[H,W,3]``) -> an mp4 (h264, high quality) at ``fps``, with optional ``(waveform, sr)`` sound."""
     from pdfgc_core.media import Mp4Writer
 
     with Mp4Writer(path, fps=fps, audio=audio, crf=12) as w:
-        w.write(frames)
+        if isinstance(frames, np.ndarray):
+            w.write(frames)
+        else:  # an iterable of [H,W,3] frames, streamed
+            for f in frames:
+                w.write(f[None])
     return Path(path)
