@@ -469,8 +469,12 @@ def workflow_inputs() -> dict[str, list[str]]:
 # ---------------------------------------------------------------------------------------------
 # Building in the frontend
 
+# The canvas area a 1920x1080 browser window leaves free in ComfyUI 0.3.75's frontend (measured in
+# headless Chromium: side bar 59 px, menus and tabs 78 px, the floating Run button down to ~125 px,
+# zoom controls 54 px at the bottom; the page is 937 px high): where the saved view puts the graph.
 BUILD_JS = """
 const [apiText, columnsText, note, done] = [arguments[0], arguments[1], arguments[2], arguments[arguments.length - 1]];
+const VIEW = {left: 80, top: 140, width: 1920 - 80 - 40, height: 937 - 140 - 70};
 (async () => {
   try {
     const api = JSON.parse(apiText), columns = JSON.parse(columnsText);
@@ -499,8 +503,12 @@ const [apiText, columnsText, note, done] = [arguments[0], arguments[1], argument
       bottom = Math.max(bottom, y);
       x += width + COL;
     });
-    const scale = Math.min(1, 1800 / x, 950 / bottom);
-    graph.extra.ds = {scale: Math.round(scale * 100) / 100, offset: [20, 40]};
+    // the saved view: the whole graph inside the canvas area a 1920x1080 browser window leaves
+    // free of the side bar, the menus and tabs, the Run button and the zoom controls (VIEW)
+    const scale = Math.round(Math.min(1, VIEW.width / x, VIEW.height / bottom) * 100) / 100;
+    const ds = window.app.canvas.ds;  // serialize() saves the canvas's view as extra.ds
+    ds.scale = scale;
+    ds.offset = [Math.round(VIEW.left / scale), Math.round(VIEW.top / scale) - 20];
     graph.setDirtyCanvas(true, true);
     const serialized = graph.serialize();
     const prompt = (await window.app.graphToPrompt()).output;
@@ -535,24 +543,27 @@ SHOW_JS = """
 const [text, done] = [arguments[0], arguments[arguments.length - 1]];
 (async () => {
   try {
+    const settings = window.app.extensionManager?.setting;
+    if (settings) await settings.set("Comfy.Minimap.Visible", false);  // it would cover the graph's corner
     await window.app.loadGraphData(JSON.parse(text));
     await new Promise(r => setTimeout(r, 2500));  // previews of the loaded pictures and videos
     // the start-up templates browser of a fresh user profile covers the canvas: not part of the picture
     document.querySelectorAll(".p-dialog-mask").forEach(e => e.remove());
-    // fit the view to the nodes (screen = (position + offset) * scale), as the template opens
-    const g = window.app.graph, c = window.app.canvas, T = LiteGraph.NODE_TITLE_HEIGHT;
-    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
-    for (const n of g._nodes) {
-      x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - T);
-      x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+    const g = window.app.graph, c = window.app.canvas;
+    if (g.extra && g.extra.ds) {  // the view the workflow was saved with, as it opens
+      c.ds.scale = g.extra.ds.scale;
+      c.ds.offset = [...g.extra.ds.offset];
     }
-    const rect = c.canvas.getBoundingClientRect(), margin = 30;
-    const scale = Math.min(1, (rect.width - 2 * margin) / (x1 - x0), (rect.height - 2 * margin) / (y1 - y0));
-    c.ds.scale = scale;
-    c.ds.offset = [-x0 + margin / scale, -y0 + margin / scale];
-    window.app.graph.setDirtyCanvas(true, true);
+    g.setDirtyCanvas(true, true);
     await new Promise(r => setTimeout(r, 300));
-    done({ok: true});
+    // the canvas area free of menus, tabs, side bar and floating buttons: the thumbnail's crop
+    const W = window.innerWidth, H = window.innerHeight, xs = [0.25, 0.5, 0.75, 0.9].map(f => f * W);
+    const free = (x, y) => document.elementFromPoint(x, y) === c.canvas;
+    let left = 0, top = 0, bottom = H - 1;
+    while (left < W / 2 && !free(left, H / 2)) left++;
+    while (top < H / 2 && !xs.every(x => free(x, top))) top++;
+    while (bottom > H / 2 && !xs.every(x => free(x, bottom))) bottom--;
+    done({ok: true, crop: [left, top, W, bottom + 1]});
   } catch (e) {
     done({error: String((e && e.stack) || e)});
   }
@@ -562,8 +573,9 @@ THUMBNAIL_WIDTH = 960
 
 
 def screenshot(driver, workflow: dict) -> bytes:
-    """JPEG of ``workflow`` as the frontend shows it when opened (its saved, fitted view): the
-    template's thumbnail, ``example_workflows/<name>.jpg``."""
+    """JPEG of ``workflow`` as the frontend shows it when opened in a 1920x1080 window (its saved,
+    fitted view), cropped to the canvas area free of menus and side bar: the template's thumbnail,
+    ``example_workflows/<name>.jpg``."""
     import cv2
     import numpy as np
 
@@ -571,7 +583,8 @@ def screenshot(driver, workflow: dict) -> bytes:
     if "error" in res:
         raise RuntimeError(f"the frontend could not show the workflow: {res['error']}")
     png = np.frombuffer(driver.get_screenshot_as_png(), np.uint8)
-    img = cv2.imdecode(png, cv2.IMREAD_COLOR)
+    x0, y0, x1, y1 = res["crop"]
+    img = cv2.imdecode(png, cv2.IMREAD_COLOR)[y0:y1, x0:x1]
     h, w = img.shape[:2]
     img = cv2.resize(img, (THUMBNAIL_WIDTH, round(h * THUMBNAIL_WIDTH / w)), interpolation=cv2.INTER_AREA)
     ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
