@@ -43,6 +43,7 @@ def clip():
     return frames, wave
 
 
+@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
 def test_dub_video_node_equals_core(handle, clip):
     frames, wave = clip
     audio = {"waveform": torch.from_numpy(wave)[None], "sample_rate": SR}

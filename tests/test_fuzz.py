@@ -171,6 +171,7 @@ def audio_keys():
     fill=st.sampled_from([0.0, 1.0, -3e38, float("nan"), float("inf")]),
     reshape=st.booleans(),
 )
+@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
 def test_fuzz_validation_of_odd_tensors(audio_keys, key_index, dtype, fill, reshape):
     """A complete audio state dict with one tensor of another dtype / value / shape: validated or
     refused with CheckpointError, never a torch error."""

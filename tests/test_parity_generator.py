@@ -196,6 +196,7 @@ def second_batches(fx):
     return range(OFFICIAL_BATCH, fx.tensor("gen_images").shape[0], OFFICIAL_BATCH)
 
 
+@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
 @pytest.mark.parametrize("fx", INNER_IMAGES, indirect=True)
 @pytest.mark.parametrize("name", INTERNALS)
 def test_fast_internals(fx_generator, fx, name):
@@ -364,6 +365,7 @@ def test_upfirdn2d_against_direct_sum():
 # --- noise ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
 def test_noise_options(generator):
     style = random_styles(2, seed=3)
     style[1] = style[0]  # identical frames stay identical: the noise is shared over the batch

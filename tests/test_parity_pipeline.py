@@ -142,6 +142,7 @@ def test_mel_windows_exact(fx):
     assert torch.equal(fixture_windows(fx), torch.from_numpy(want))
 
 
+@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
 @every_fixture
 @pytest.mark.parametrize("tensor", ["id_feature0", "id_feature1"])
 def test_appearance(fx, engine, tensor):
@@ -176,6 +177,7 @@ def drivers(fx, engine, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
 @every_fixture
 @pytest.mark.parametrize("tensor", ["pose_embed_raw", "eye_embed_raw", "emo_embed_raw"])
 def test_driver_embeddings(fx, drivers, tensor):

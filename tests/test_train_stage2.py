@@ -57,15 +57,24 @@ def init(weights_for, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smoke(dataset, init, tmp_path_factory):
-    """A few steps of each head from the synthetic official-layout weights (checkpoint every step)."""
-    runs = {}
-    for stage in ("lip", "eye", "pose"):
-        out = tmp_path_factory.mktemp(f"run_{stage}")
-        runs[stage] = stage2.train(small_config(stage), dataset, out, init=init, max_steps=SMOKE[stage], device="cpu")
-    return runs
+    """A few steps of a head from the synthetic official-layout weights (checkpoint every step):
+    ``smoke[stage]``, run on first use and kept for the module."""
+
+    class Runs(dict):
+        def __missing__(self, stage):
+            out = tmp_path_factory.mktemp(f"run_{stage}")
+            self[stage] = stage2.train(
+                small_config(stage), dataset, out, init=init, max_steps=SMOKE[stage], device="cpu"
+            )
+            return self[stage]
+
+    return Runs()
 
 
-@pytest.mark.parametrize("stage", ["lip", "eye", "pose"])
+# The inner loop runs the pose head's smoke test (the lightest); the full run all three.
+@pytest.mark.parametrize(
+    "stage", [pytest.param("lip", marks=pytest.mark.slow), pytest.param("eye", marks=pytest.mark.slow), "pose"]
+)
 def test_each_head_trains_and_writes_an_official_checkpoint(smoke, init, stage):
     res, n = smoke[stage], SMOKE[stage]
     assert res.step == n and res.checkpoint.name == state.step_name(n)
@@ -107,6 +116,7 @@ def test_trained_checkpoint_renders_with_the_cli(smoke, tmp_path, capsys):
     assert info.num_frames == 5 and info.has_audio
 
 
+@pytest.mark.slow  # three pose runs: the full run only (the inner loop trains one pose step)
 def test_interrupted_run_resumes_to_the_uninterrupted_result(dataset, init, tmp_path):
     cfg = small_config("pose", "run.checkpoint_every=2", "pose.lr=1e-3")
     whole = stage2.train(cfg, dataset, tmp_path / "whole", init=init, max_steps=4, device="cpu")
