@@ -27,7 +27,7 @@ def no_checkpoint(monkeypatch):
     monkeypatch.setattr(synthetic, "synthetic_models", lambda seed=0: _models())
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_demo_renders_sample_with_sound_equal_to_core(no_checkpoint, tmp_path, capsys):
     out, frames_dir = tmp_path / "demo.mp4", tmp_path / "frames"
     code = cli.main(

@@ -499,7 +499,7 @@ def exported(engine):
     return frames, export.export_motion(engine, frames, "official", "pre-aligned", fps=25.0)
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_export_layouts_equal_the_raw_heads_and_the_negative_the_all_minus_one_input(engine, exported):
     frames, emb = exported
     net = engine.models.motion

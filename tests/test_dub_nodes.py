@@ -43,7 +43,7 @@ def clip():
     return frames, wave
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_dub_video_node_equals_core(handle, clip):
     frames, wave = clip
     audio = {"waveform": torch.from_numpy(wave)[None], "sample_rate": SR}

@@ -171,7 +171,7 @@ def audio_keys():
     fill=st.sampled_from([0.0, 1.0, -3e38, float("nan"), float("inf")]),
     reshape=st.booleans(),
 )
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_fuzz_validation_of_odd_tensors(audio_keys, key_index, dtype, fill, reshape):
     """A complete audio state dict with one tensor of another dtype / value / shape: validated or
     refused with CheckpointError, never a torch error."""

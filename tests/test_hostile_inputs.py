@@ -339,7 +339,7 @@ def test_cli_numbers_out_of_range_name_the_flag(tmp_path, capsys, monkeypatch, f
     assert "Traceback" not in err
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_non_finite_strength_names_the_strength_before_any_encoding(models, tmp_path):
     """In the library too: a NaN or infinite strength is named as a strength, before a driver is
     read (the driver here does not exist, so reading it would fail first)."""
@@ -625,7 +625,7 @@ def test_output_that_is_not_a_regular_file_is_refused(tmp_path, capsys, monkeypa
 # --------------------------------------------------------------------------- what the command line shows
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_error_after_progress_starts_on_its_own_line(models, tmp_path, capsys, monkeypatch):
     """The frame counter is rewritten with \\r; an error (or an interrupt) after it is printed on a
     new line, not glued to the counter."""
@@ -654,7 +654,7 @@ def test_error_after_progress_starts_on_its_own_line(models, tmp_path, capsys, m
         assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_cli_shows_progress_while_reading_and_encoding_inputs(models, tmp_path, capsys, monkeypatch):
     """Before generation the command line says what it is doing: the networks, the appearance,
     the audio, the lips and each driver (with counts and an ETA); the demo no longer sits silent."""

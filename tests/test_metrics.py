@@ -386,7 +386,7 @@ def test_compare_codes_of_planted_codes():
     assert got["pose"][0].tolist() == list(range(sl["pose"].start, sl["pose"].stop))
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_frames_against_their_own_encoding(engine, faces):
     frames, _ = faces
     codes = consistency.reencode(engine, frames[:3], "generated")
@@ -499,7 +499,7 @@ def test_report_files(tmp_path):
 # ------------------------------------------------------------------------------- CLI and nodes
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_cli_evaluate_video_against_itself(tmp_path, faces, capsys, monkeypatch):
     from pdfgc_core import cli
 

@@ -352,7 +352,7 @@ def test_load_model_wraps_networks_for_comfy_and_warns_about_synthetic(folders, 
 # --------------------------------------------------------------------------------------- encoders
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_encode_appearance_equals_core_from_the_file(handle, engine, portrait):
     (app,) = encode.PDFGC_EncodeAppearance().encode(handle, torch.cat([portrait, portrait * 0]), "official")["result"]
     official = images.to_network(images.official_crop(images.read_image(SAMPLES / "anne.png"))[None])
@@ -364,7 +364,7 @@ def test_encode_appearance_equals_core_from_the_file(handle, engine, portrait):
     assert torch.equal(plain.id_vector, engine.encode_appearance(resized).id_vector)
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_encode_lips_equals_core(handle, engine, speech, comfy):
     mouth, count, fps, synced = encode.PDFGC_EncodeLips().encode(handle, speech, 25.0, "official", 0.4)
     windows = pipeline.mouth_windows(SAMPLES / "speech.mp3", pipeline.RenderSettings(max_seconds=0.4))
@@ -421,7 +421,7 @@ def test_driver_encoders_equal_core_and_run_only_their_head(handle, engine, pose
     assert comfy.bars[-1].value == comfy.bars[-1].total == 4
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_driver_node_reproduces_the_official_frame_folder(handle, engine, tmp_path):
     """skip_first=2 on the frames of a folder = the core's official folder handling."""
     folder = tmp_path / "drv"
@@ -565,7 +565,7 @@ def test_combine_motion_errors(kw, match):
 # --------------------------------------------------------------------------------------- generate
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_generate_equals_core_with_progress(handle, engine, portrait, comfy):
     (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")["result"]
     motion, _ = combine(mouth=factor("mouth", 3), pose=factor("pose", 3, 1))
@@ -582,7 +582,7 @@ def test_generate_equals_core_with_progress(handle, engine, portrait, comfy):
         generate.PDFGC_Generate().generate(handle, app, motion, 1, -1)
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_generate_seeded_noise(handle, engine, portrait):
     (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")["result"]
     motion, _ = combine(length=1)

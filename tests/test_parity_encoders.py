@@ -169,7 +169,7 @@ def test_motion_parity_official_batch(fx, net_for, parity_inputs, record_propert
         report(record_property, f"{tensor}[:{n}]", max_diff(out[head][k * n : (k + 1) * n], ref[:n]))
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 @every_fixture
 @pytest.mark.parametrize("stream", STREAMS)
 def test_motion_single_head_fast_path(fx, net_for, parity_inputs, record_property, stream):

@@ -196,7 +196,7 @@ def second_batches(fx):
     return range(OFFICIAL_BATCH, fx.tensor("gen_images").shape[0], OFFICIAL_BATCH)
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 @pytest.mark.parametrize("fx", INNER_IMAGES, indirect=True)
 @pytest.mark.parametrize("name", INTERNALS)
 def test_fast_internals(fx_generator, fx, name):
@@ -365,7 +365,7 @@ def test_upfirdn2d_against_direct_sum():
 # --- noise ----------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_noise_options(generator):
     style = random_styles(2, seed=3)
     style[1] = style[0]  # identical frames stay identical: the noise is shared over the batch

@@ -142,7 +142,7 @@ def test_mel_windows_exact(fx):
     assert torch.equal(fixture_windows(fx), torch.from_numpy(want))
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 @every_fixture
 @pytest.mark.parametrize("tensor", ["id_feature0", "id_feature1"])
 def test_appearance(fx, engine, tensor):
@@ -151,6 +151,7 @@ def test_appearance(fx, engine, tensor):
     assert maxabs(app.id_vector if tensor == "id_feature0" else app.id_map, ref) <= TOL
 
 
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 @every_fixture
 def test_mouth_raw(fx, engine):
     ref = fx.tensor("mouth_embed_raw")
@@ -177,7 +178,7 @@ def drivers(fx, engine, tmp_path_factory):
     return out
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 @every_fixture
 @pytest.mark.parametrize("tensor", ["pose_embed_raw", "eye_embed_raw", "emo_embed_raw"])
 def test_driver_embeddings(fx, drivers, tensor):
@@ -195,6 +196,7 @@ def motion(fx, engine, drivers):
     return assemble_motion(n, **{k: f for k, f in factors.items() if on[k]}, blink=on["blink"], gaze=on["gaze"])
 
 
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 @every_fixture
 def test_generator_input_motion(fx, motion):
     ref = fx.tensor("gen_input_motion")
@@ -202,6 +204,7 @@ def test_generator_input_motion(fx, motion):
     assert maxabs(motion, ref) <= TOL
 
 
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 @every_fixture
 def test_frames_fast_path(fx, engine, motion):
     ref = fx.tensor("gen_images")

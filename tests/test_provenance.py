@@ -127,7 +127,7 @@ def engine():
     return Engine(load_models(synthetic_checkpoint()), device="cpu")
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_pipeline_marks_by_default_and_opt_out_leaves_no_mark(engine, caplog):
     appearance = engine.encode_appearance(images.to_network(images.read_image(SAMPLES / "anne.png")[None]))
     motion = torch.zeros(1, MOTION_DIM)

@@ -87,6 +87,7 @@ def sample_folder(tmp_path: Path, n: int, name="pose") -> Path:
 # --------------------------------------------------------------------------- audio
 
 
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_silent_audio(engine):
     with pytest.raises(InputError, match="silent.*zero the mouth factor"):
         pipeline.plan(engine, portrait(), (np.zeros((1, 8000), np.float32), SR), {}, settings())
@@ -204,6 +205,7 @@ def test_short_driver_is_looped(engine):
     assert torch.equal(pose[:3], p.factors["pose"].values)
 
 
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_official_frame_folder_too_short(tmp_path, engine):
     d = sample_folder(tmp_path, 5)
     with pytest.raises(InputError, match=r"has 5 frame file\(s\).*at least 10.*skip_first=0"):
@@ -215,6 +217,7 @@ def test_official_frame_folder_too_short(tmp_path, engine):
         pipeline.plan(engine, portrait(), (speech(), SR), {"pose": pipeline.Driver(d3, skip_first=3)}, settings())
 
 
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_empty_or_missing_driver_folder(tmp_path, engine):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no frames here")
@@ -440,6 +443,7 @@ def test_failed_or_interrupted_render_leaves_nothing_and_frees_memory(cli_env, c
     assert figures[-1][0] - base_rss < 150  # no growth beyond allocator noise
 
 
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_progress_callback_exception_stops_generation(engine):
     app = engine.encode_appearance(pipeline.load_appearance_image(portrait()).tensor)
     motion = torch.zeros(4, MOTION_DIM)

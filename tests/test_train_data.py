@@ -40,7 +40,7 @@ def prepared(folder, tmp_path_factory):
     return out, report, lines
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_prepare_finishes_and_reports_each_bad_video(prepared):
     out, report, lines = prepared
     reasons = {r["source"].rsplit("/", 1)[-1]: r["reason"] for r in report.skipped}
@@ -59,7 +59,7 @@ def test_prepare_finishes_and_reports_each_bad_video(prepared):
     assert len(index["skipped"]) == 4 and index["fps"] == 25 and index["audio_lead_frames"] == 2
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_prepare_resumes_without_redoing_work(prepared, folder):
     out, report, _ = prepared
     again = prepare.prepare([folder[0]], out, prepare.PrepareOptions(workers=1), echo=lambda s: None)
@@ -67,7 +67,7 @@ def test_prepare_resumes_without_redoing_work(prepared, folder):
     assert again.index == report.index
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_clip_audio_is_the_inference_windows_of_its_frames(prepared, folder):
     """Clip frame i = video frame start + i, paired with the inference window of video frame start + i - 2."""
     store = shards.ClipStore(prepared[0])
@@ -79,7 +79,7 @@ def test_clip_audio_is_the_inference_windows_of_its_frames(prepared, folder):
     assert c["start_frame"] == 2 and torch.equal(ours, inference[w0 : w0 + c["num_frames"]])
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_clip_frames_landmarks_boxes_and_poses_agree(prepared, folder):
     store = shards.ClipStore(prepared[0])
     i = next(k for k, c in enumerate(store.clips) if c["source"].endswith("talk.mp4"))
@@ -99,7 +99,7 @@ def test_clip_frames_landmarks_boxes_and_poses_agree(prepared, folder):
     assert np.abs(np.degrees(pose[:, :3])).max() < 45 and 0.5 < pose[:, 5].mean() < 2.0
 
 
-@pytest.mark.slow  # inner loop: covered there by lighter tests of the same code
+@pytest.mark.slow  # full run only: end to end, and the inner loop must stay under 3 minutes
 def test_a_label_file_takes_precedence(prepared, folder):
     store = shards.ClipStore(prepared[0])
     i = next(k for k, c in enumerate(store.clips) if c["source"].endswith("labeled.mp4"))
