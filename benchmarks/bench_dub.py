@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 
-from bench_pipeline import CHILD_MARK, load_avg, looped_speech, peak_mib, status_mib  # noqa: E402
+from bench_pipeline import CHILD_MARK, load_avg, looped_speech, record_child_run  # noqa: E402
 
 
 def make_video(path: Path, seconds: float, fps: float, width: int, height: int) -> int:
@@ -59,58 +59,9 @@ def make_video(path: Path, seconds: float, fps: float, width: int, height: int) 
 
 
 def child_dub(argv: list[str]) -> None:
-    """Runs the dub command in this (fresh) process and prints its memory figures as JSON."""
-    import torch
+    from pdfgc_core import dub
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--gen-frames", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("cli", nargs=argparse.REMAINDER)
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    from pdfgc_core import cli, dub, media
-
-    rec: dict = {}
-    get_models, plan_dub, dub_frames = cli.get_models, dub.plan_dub, dub.dub_frames
-
-    def get_models_rec(*x, **k):
-        m = get_models(*x, **k)
-        rec["rss_models"] = status_mib("VmRSS")
-        return m
-
-    def plan_rec(*x, **k):
-        t0 = time.perf_counter()
-        p = plan_dub(*x, **k)
-        rec.update(frames=p.num_frames, plan_s=time.perf_counter() - t0, hwm_plan=status_mib("VmHWM"))
-        return p
-
-    def frames_rec(*x, **k):
-        done, t0 = 0, time.perf_counter()
-        for chunk in dub_frames(*x, **k):
-            if a.gen_frames and done >= a.gen_frames:
-                break
-            chunk = chunk[: a.gen_frames - done] if a.gen_frames else chunk
-            done += chunk.shape[0]
-            yield chunk
-        rec.update(generated=done, generate_s=time.perf_counter() - t0)
-
-    finish = media.Mp4Writer._finish_video
-
-    def finish_rec(writer):  # the x264 process's peak, read before it exits
-        try:
-            status = Path(f"/proc/{writer._proc.pid}/status").read_text()
-            rec["ffmpeg_peak"] = int(status.split("VmHWM:")[1].split()[0]) / 1024
-        except (OSError, IndexError, ValueError):
-            rec["ffmpeg_peak"] = float("nan")
-        return finish(writer)
-
-    # cli.py imports plan_dub / write_dub from pdfgc_core.dub when the command runs; write_dub
-    # looks dub_frames up in its module, so patching the module is enough.
-    cli.get_models, dub.plan_dub, dub.dub_frames = get_models_rec, plan_rec, frames_rec
-    media.Mp4Writer._finish_video = finish_rec
-    rc = cli.main(a.cli[1:] if a.cli[:1] == ["--"] else a.cli)
-    rec.update(rc=rc, peak=peak_mib())
-    print(CHILD_MARK + json.dumps(rec))
+    record_child_run(argv, dub, "plan_dub", "dub_frames")
 
 
 def main() -> None:

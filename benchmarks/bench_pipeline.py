@@ -463,8 +463,11 @@ def sweep(args, models, device: torch.device, tmp: Path) -> None:
 # ------------------------------------------------------------------------------------ memory
 
 
-def child_render(argv: list[str]) -> None:
-    """Runs the CLI in this (fresh) process and prints its peak memory as JSON."""
+def record_child_run(argv: list[str], plan_module, plan_name: str, frames_name: str) -> None:
+    """Runs the CLI in this (fresh) process and prints its memory figures as JSON: the RSS after
+    loading the models, the peak after ``plan_module.<plan_name>`` (the whole-clip pass) and at
+    the end, and the ffmpeg encoder's peak. ``--gen-frames N`` stops the streamed generator
+    ``plan_module.<frames_name>`` after N frames. Shared by bench_pipeline (render) and bench_dub."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--gen-frames", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -474,7 +477,7 @@ def child_render(argv: list[str]) -> None:
     from pdfgc_core import cli
 
     rec: dict = {}
-    get_models, plan, frames_u8 = cli.get_models, pipeline.plan, pipeline.frames_u8
+    get_models, plan, frames = cli.get_models, getattr(plan_module, plan_name), getattr(plan_module, frames_name)
 
     def get_models_rec(*x, **k):
         m = get_models(*x, **k)
@@ -484,12 +487,12 @@ def child_render(argv: list[str]) -> None:
     def plan_rec(*x, **k):
         t0 = time.perf_counter()
         p = plan(*x, **k)
-        rec.update(frames=p.num_frames, encode_s=time.perf_counter() - t0, hwm_encode=status_mib("VmHWM"))
+        rec.update(frames=p.num_frames, plan_s=time.perf_counter() - t0, hwm_plan=status_mib("VmHWM"))
         return p
 
     def frames_rec(*x, **k):
         done, t0 = 0, time.perf_counter()
-        for chunk in frames_u8(*x, **k):
+        for chunk in frames(*x, **k):
             if a.gen_frames and done >= a.gen_frames:
                 break
             chunk = chunk[: a.gen_frames - done] if a.gen_frames else chunk
@@ -508,11 +511,18 @@ def child_render(argv: list[str]) -> None:
             rec["ffmpeg_peak"] = float("nan")
         return finish(writer)
 
-    cli.get_models, pipeline.plan, pipeline.frames_u8 = get_models_rec, plan_rec, frames_rec
+    # the CLI looks these up in their modules when the command runs, so patching the modules is enough
+    cli.get_models = get_models_rec
+    setattr(plan_module, plan_name, plan_rec)
+    setattr(plan_module, frames_name, frames_rec)
     media.Mp4Writer._finish_video = finish_rec
     rc = cli.main(a.cli[1:] if a.cli[:1] == ["--"] else a.cli)
     rec.update(rc=rc, peak=peak_mib())
     print(CHILD_MARK + json.dumps(rec))
+
+
+def child_render(argv: list[str]) -> None:
+    record_child_run(argv, pipeline, "plan", "frames_u8")
 
 
 def memory(args, checkpoint_path: str | None, tmp: Path) -> None:
@@ -570,8 +580,8 @@ def memory(args, checkpoint_path: str | None, tmp: Path) -> None:
         rec = json.loads(line[-1][len(CHILD_MARK) :])
         peaks[seconds] = rec["peak"]
         print(
-            f"  {label:<7}{rec['frames']:>7}{rec['encode_s']:>10.1f}{rec['generate_s']:>8.1f}"
-            f"{rec['rss_models']:>16.0f}{rec['hwm_encode']:>14.0f}{rec['peak']:>10.0f}{rec['ffmpeg_peak']:>11.0f}"
+            f"  {label:<7}{rec['frames']:>7}{rec['plan_s']:>10.1f}{rec['generate_s']:>8.1f}"
+            f"{rec['rss_models']:>16.0f}{rec['hwm_plan']:>14.0f}{rec['peak']:>10.0f}{rec['ffmpeg_peak']:>11.0f}"
             + ("" if rec["generated"] == rec["frames"] else f"   ({rec['generated']} generated)")
         )
     if len(peaks) >= 2:
