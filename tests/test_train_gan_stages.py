@@ -176,15 +176,16 @@ def test_stage_runs_resumes_exactly_and_loads(dataset, init, tmp_path, stage):
     weight, the discriminator, the optimisers and the memory banks equal. The result is an official
     checkpoint folder that ``load_models`` reads; only the trained networks changed."""
     module = stage3 if stage == "expression" else stage1
-    extra = ["expression.decorrelation_min_rows=2"] if stage == "expression" else []
+    # stage 3: 3 steps of 1 item; Eq. 6 counts from 3 rows, i.e. at step 3 (1 current + 2 bank rows)
+    steps, extra = (3, ["expression.decorrelation_min_rows=3"]) if stage == "expression" else (2, [])
     cfg = small_config(stage, "generator.lr=1e-3", *extra)
-    whole = module.train(cfg, dataset, tmp_path / "whole", init=init, max_steps=2, device="cpu")
-    cut = module.train(cfg, dataset, tmp_path / "cut", init=init, max_steps=2, device="cpu", stop_after=1)
-    assert cut.step == 1 and cut.checkpoint.name == state.step_name(1)
+    whole = module.train(cfg, dataset, tmp_path / "whole", init=init, max_steps=steps, device="cpu")
+    cut = module.train(cfg, dataset, tmp_path / "cut", init=init, max_steps=steps, device="cpu", stop_after=steps - 1)
+    assert cut.step == steps - 1 and cut.checkpoint.name == state.step_name(steps - 1)
     torch.manual_seed(77)
     np.random.seed(5)
-    resumed = module.train(cfg, dataset, tmp_path / "cut", init=init, max_steps=2, device="cpu")
-    assert resumed.step == 2 and whole.checkpoint.name == state.step_name(2)
+    resumed = module.train(cfg, dataset, tmp_path / "cut", init=init, max_steps=steps, device="cpu")
+    assert resumed.step == steps and whole.checkpoint.name == state.step_name(steps)
     trained = [OFFICIAL_FILES[n] for n in module.__dict__[module.__name__.split(".")[-1].title()].TRAINED]
     extras = [gan_loop.DISCRIMINATOR] + ([stage1.G0_FILE] if stage == "appearance-motion" else [])
     _equal_files(whole.checkpoint, resumed.checkpoint, trained + extras)
@@ -194,13 +195,16 @@ def test_stage_runs_resumes_exactly_and_loads(dataset, init, tmp_path, stage):
         assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
     if stage == "expression":
         bank = ta["stage"]["bank_expression"]
-        assert bank["count"] == 2 and torch.equal(bank["data"], tb["stage"]["bank_expression"]["data"])
+        assert bank["count"] == 3 and torch.equal(bank["data"], tb["stage"]["bank_expression"]["data"])
     rows = monitor.read_metrics(whole.run_dir)
-    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss_g"]) for r in rows)
+    assert [r["step"] for r in rows] == list(range(1, steps + 1)) and all(np.isfinite(r["loss_g"]) for r in rows)
+    if stage == "expression":  # off while fewer than 3 rows, then a correlation over 3 rows (not +-1 each)
+        assert rows[0]["loss_decorrelation"] == rows[1]["loss_decorrelation"] == 0
+        assert 0 < rows[2]["loss_decorrelation"] < 500
     assert [round(r["loss_g"], 4) for r in rows] == [
         round(r["loss_g"], 4) for r in monitor.read_metrics(resumed.run_dir)
     ]
-    assert (whole.run_dir / "samples" / "step_00000002.jpg").is_file()
+    assert (whole.run_dir / "samples" / f"{state.step_name(steps)}.jpg").is_file()
 
     models = load_models(whole.checkpoint)  # the inference loader takes the step folder as it is
     assert not models.report.warnings
@@ -236,9 +240,9 @@ def _env() -> dict:
 @pytest.mark.slow
 def test_stage3_two_processes_give_the_parameters_of_one(dataset, init, tmp_path):
     """torchrun, 2 gloo processes with 1 item each against 1 process with the global batch of 2, two
-    steps: the decorrelation rows are the gathered global batch (step 1) and then also the banks
-    (step 2); generator and expression head end equal."""
-    sets = [*SMALL["expression"], *QUIET, "train.batch_size=2", "expression.decorrelation_min_rows=2"]
+    steps; Eq. 6 counts from 3 rows, so at step 2 over the gathered global batch (with its gradient)
+    followed by the banks' 2 rows. Generator, expression head and discriminator end equal."""
+    sets = [*SMALL["expression"], *QUIET, "train.batch_size=2", "expression.decorrelation_min_rows=3"]
     sets += [f"losses.off={NO_PRIORS['expression']!r}".replace("'", '"')]
     args = ["train", "--stage", "expression", "--data", str(dataset), "--init", str(init), "--max-steps", "2"]
     args += ["--device", "cpu"] + [x for s in sets for x in ("--set", s)]
