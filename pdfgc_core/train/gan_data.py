@@ -11,7 +11,7 @@ item (frames and augmentation) is the same in any process, worker or resumed run
 - ``appearance-motion``: ``driving`` uint8 [224,224,3], the driving frame colour-jittered and
   perspective-distorted (the motion encoder's input);
 - ``expression`` / ``finetune``: ``window`` uint8 [K,224,224,3], the K frames around the driving
-  frame (indices clamped to the clip), each rotated, scaled and colour-jittered independently;
+  frame (indices clamped to the frames in use), each rotated, scaled and colour-jittered independently;
   ``mel`` float32 [1,80,20], the audio window of the driving frame (as inference cuts it).
 
 ``ranges`` limits the frames used per clip (``{clip: (lo, hi)}``, hi exclusive): fine-tuning
@@ -77,7 +77,7 @@ class GanData(Dataset):
         e = self.cfg.expression
         k = e.window
         n = self.store.clips[clip]["num_frames"]
-        times = np.clip(t_drv - k // 2 + np.arange(k), 0, n - 1)
+        times = np.clip(t_drv - k // 2 + np.arange(k), lo, hi - 1)  # never outside the frames in use
         window = self.store.frames(clip, times)
         out["window"] = np.stack(
             [
