@@ -36,7 +36,7 @@ import torch
 from ..checkpoints import OFFICIAL_FILES, LoadReport, open_checkpoint
 from ..checkpoints.safety import safe_torch_load
 from ..checkpoints.validate import _load_network
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..networks import build_network
 from . import dist, gan, priors, state
 from .config import GAN_RESUMABLE, GanConfig
@@ -458,10 +458,3 @@ def _checkpoint(run_dir, done, stage, nets, disc, opts, scheds, ctx, cfg, info):
         path = save_gan_checkpoint(run_dir, done, files, nets.frozen, ts, cfg.run.keep_checkpoints, info)
     dist.barrier()
     return path
-
-
-def read_extra(step_dir: Path, name: str) -> dict:
-    f = Path(step_dir) / name
-    if not f.is_file():
-        raise CheckpointError(f"{f} does not exist; the step folder is incomplete.")
-    return safe_torch_load(f, str(f))
