@@ -1,4 +1,4 @@
-"""Command line: ``python -m pdfgc_core {demo,render,dub,convert,info,check,evaluate,calibrate-pose,export-motion,prepare,train}``."""
+"""Command line: ``python -m pdfgc_core {demo,render,dub,convert,info,check,evaluate,calibrate-pose,export-motion,prepare,train,finetune}``."""
 
 from __future__ import annotations
 

@@ -266,3 +266,156 @@ def from_dict(d: dict) -> TrainConfig:
 
 def dumps(cfg: TrainConfig) -> str:
     return json.dumps(cfg.to_dict(), indent=2, sort_keys=False)
+
+
+# ------------------------------------------------------------------ stages 1, 3 and finetune
+
+GAN_STAGES = {"appearance-motion": ("stage1.toml",), "expression": ("stage3.toml",)}
+GAN_STAGES["finetune"] = ("stage3.toml", "finetune.toml")
+"""Generator stages -> their defaults files (later files override and may add sections)."""
+
+GAN_CHOICES = {("run", "precision"): ("fp32", "bf16"), ("run", "tensorboard"): ("auto", "on", "off")}
+GAN_NONNEGATIVE_SECTIONS = ("losses", "augment")
+GAN_RESUMABLE = {("run", k) for k in ("log_every", "checkpoint_every", "keep_checkpoints", "tensorboard")}
+GAN_RESUMABLE |= {("run", "sample_every"), ("run", "sample_count"), ("data", "num_workers")}
+GAN_RESUMABLE |= {("priors", k) for k in ("vgg19", "vggface", "gaze", "emoca")}
+"""Keys a resumed generator run may change (prior files may move; their kind may not: see the losses' ``off``)."""
+
+
+class Section:
+    """One table of a :class:`GanConfig`, read-only, keys as attributes (``cfg.generator.lr``)."""
+
+    def __init__(self, name: str, values: dict):
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, key):
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"[{self._name}] has no key {key!r}") from None
+
+    def __setattr__(self, key, value):
+        raise AttributeError("configuration sections are read-only")
+
+    def get(self, key, default=None):
+        return self._values.get(key, default)
+
+    def items(self):
+        return self._values.items()
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    """Settings of a generator stage (``appearance-motion``, ``expression``, ``finetune``): the
+    sections of its defaults files, each key typed by its default value."""
+
+    stage: str
+    sections: dict
+
+    def __getattr__(self, name):
+        try:
+            return Section(name, self.__dict__["sections"][name])
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, **{k: {kk: _plain(vv) for kk, vv in v.items()} for k, v in self.sections.items()}}
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def gan_defaults(stage: str) -> dict:
+    if stage not in GAN_STAGES:
+        raise InputError(f"stage {stage!r} is unknown; choose one of {', '.join([*STAGES, *GAN_STAGES])}.")
+    values: dict = {}
+    for name in GAN_STAGES[stage]:
+        for section, table in read_toml(DEFAULTS.parent / name).items():
+            values.setdefault(section, {}).update(table)
+    return values
+
+
+def _gan_coerce(section: str, key: str, default, value, where: str):
+    name = f"{section}.{key}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InputError(f"{where}: {name} = {value!r}: expected true or false.")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{where}: {name} = {value!r}: expected a whole number.")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{where}: {name} = {value!r}: expected a number.")
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise InputError(f"{where}: {name} = {value!r}: expected a string.")
+        allowed = GAN_CHOICES.get((section, key))
+        if allowed and value not in allowed:
+            raise InputError(f"{where}: {name} = {value!r}: choose one of {', '.join(allowed)}.")
+    elif isinstance(default, list):
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f'{where}: {name} = {value!r}: expected a list, e.g. [0.0, 0.99] or ["vggface"].')
+        if key == "betas":
+            if len(value) != 2 or not all(isinstance(v, (int, float)) and 0 <= v < 1 for v in value):
+                raise InputError(f"{where}: {name} = {value!r}: expected two numbers in [0, 1).")
+            value = [float(v) for v in value]
+        elif not all(isinstance(v, str) for v in value):
+            raise InputError(f"{where}: {name} = {value!r}: expected a list of names.")
+        value = tuple(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if section in GAN_NONNEGATIVE_SECTIONS or key in (
+            "weight_decay",
+            "num_workers",
+            "train_steps",
+            "min_gap",
+            "seed",
+        ):
+            if value < 0:
+                raise InputError(f"{where}: {name} = {value!r}: must not be negative.")
+        elif key == "lr_decay":
+            if not 0 < value <= 1:
+                raise InputError(f"{where}: {name} = {value!r}: must lie in (0, 1] (it multiplies the learning rate).")
+        elif not value > 0:
+            raise InputError(f"{where}: {name} = {value!r}: must be positive.")
+    return value
+
+
+def _gan_merge(values: dict, extra: dict, where: str, defaults: dict) -> None:
+    for section, table in extra.items():
+        if section not in defaults:
+            raise InputError(f"{where}: unknown section [{section}]; sections are {', '.join(defaults)}.")
+        if not isinstance(table, dict):
+            raise InputError(f"{where}: [{section}] must be a table of keys.")
+        for key, value in table.items():
+            if key not in defaults[section]:
+                known = ", ".join(sorted(defaults[section]))
+                raise InputError(f"{where}: unknown key {section}.{key}; [{section}] has {known}.")
+            values[section][key] = _gan_coerce(section, key, defaults[section][key], value, where)
+
+
+def load_gan_config(stage: str, config_file=None, overrides=()) -> GanConfig:
+    """Defaults of ``stage``, then ``config_file`` (TOML), then ``"section.key=value"`` overrides."""
+    defaults = gan_defaults(stage)
+    values = copy.deepcopy(defaults)
+    _gan_merge(values, defaults, "defaults", defaults)  # types the defaults themselves (lists -> tuples)
+    if config_file is not None:
+        _gan_merge(values, read_toml(config_file), str(config_file), defaults)
+    for item in overrides:
+        section, key, value = parse_override(item)
+        _gan_merge(values, {section: {key: value}}, f"--set {item}", defaults)
+    return GanConfig(stage, values)
+
+
+def gan_from_dict(d: dict) -> GanConfig:
+    """Inverse of :meth:`GanConfig.to_dict` (a run's saved ``config.json``)."""
+    try:
+        stage = d["stage"]
+        defaults = gan_defaults(stage)
+        values = copy.deepcopy(defaults)
+        _gan_merge(values, {k: v for k, v in d.items() if k != "stage"}, "saved configuration", defaults)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise InputError(f"saved configuration cannot be read ({e}).") from None
+    return GanConfig(stage, values)
