@@ -97,6 +97,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+class JobOptionError(ValueError):
+    """A batch job's options were refused (the message is argparse's, naming the option)."""
+
+
+class _JobParser(argparse.ArgumentParser):
+    """The options of one batch job: usage errors raise :class:`JobOptionError` instead of exiting."""
+
+    def error(self, message):
+        raise JobOptionError(message)
+
+
+JOB_KINDS = ("render", "dub")
+"""The commands a batch manifest line can run (its ``kind``)."""
+
+
+def job_parser(kind: str) -> argparse.ArgumentParser:
+    """The options of one ``render`` or ``dub`` job of a batch manifest: the command's own (same
+    names, types, ranges and choices), so a manifest line is checked exactly like a command line."""
+    ap = _JobParser(prog=f"python -m pdfgc_core {kind}", add_help=False)
+    if kind == "render":
+        _add_render_args(ap, sample_defaults=False)
+    elif kind == "dub":
+        _add_dub_args(ap)
+    else:
+        raise ValueError(f"unknown job kind {kind!r}; use one of {', '.join(JOB_KINDS)}")
+    return ap
+
+
 # ------------------------------------------------------------------ progress and signals
 
 
@@ -528,6 +556,82 @@ def _add_dub_args(ap: argparse.ArgumentParser) -> None:
     _add_provenance_args(ap)
 
 
+def _shard(text: str) -> tuple[int, int]:
+    parts = text.strip().split("/")
+    try:
+        i, n = (int(v) for v in parts)
+    except ValueError:
+        i, n = -1, 0
+    if len(parts) != 2 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a shard; give I/N with 0 <= I < N, e.g. 0/4 "
+            f"(Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+        )
+    return i, n
+
+
+def add_batch_args(ap: argparse.ArgumentParser) -> None:
+    """The ``batch`` command's options (docs: README, "Batch rendering")."""
+    ap.add_argument("manifest", metavar="JOBS.jsonl", help="one render / dub job a line (JSON); see README")
+    ap.add_argument("--out", required=True, metavar="DIR", help="output folder: the jobs' mp4 files and results.jsonl")
+    ap.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="I/N",
+        help="run only the jobs I, I+N, I+2N, ... (0-based): one of N independent runs (Slurm array, Kubernetes "
+        "indexed job); results go to results.shard-I-of-N.jsonl",
+    )
+    ap.add_argument("--check", action="store_true", help="check the manifest and list this run's jobs; render nothing")
+    ap.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="run the good lines of a manifest with bad ones (recorded as invalid); default: refuse it whole",
+    )
+    ap.add_argument(
+        "--worker-cpus",
+        type=_number(int, 1, 4096, what="a number of CPUs"),
+        default=None,
+        help="torch CPU threads per worker (default: torch's own locally, 1 on Ray, where it is also the CPUs "
+        "each worker reserves)",
+    )
+    g = ap.add_argument_group("Ray cluster (pip install 'pd-fgc[ray]')")
+    g.add_argument(
+        "--ray",
+        default=None,
+        metavar="auto|local|ADDRESS",
+        help="run on Ray: auto = the cluster started with `ray start`, local = a new one on this machine, or the "
+        "head's address (host:6379, ray://host:10001)",
+    )
+    g.add_argument(
+        "--workers",
+        type=_number(int, 1, 100_000, what="a number of workers"),
+        default=None,
+        help="Ray workers, each with its own copy of the networks (default: one per GPU, else one per "
+        "--worker-cpus CPUs of the cluster)",
+    )
+    g.add_argument(
+        "--worker-gpus",
+        type=_number(float, 0, 64, what="a number of GPUs"),
+        default=None,
+        help="GPUs each Ray worker reserves (default: 1 when the cluster has GPUs, else 0; 0.5 = two per GPU)",
+    )
+    g.add_argument(
+        "--retries",
+        type=_number(int, 0, 100, what="a number of retries"),
+        default=2,
+        help="times a job is started again after its Ray worker was lost (default 2)",
+    )
+    _add_engine_args(ap, synthetic=True)
+    _add_provenance_args(ap, watermark=False)
+
+
+def _run_batch(args, status: _StatusLine) -> int:
+    from .batch.runner import run_batch
+
+    return run_batch(args, status)
+
+
 def _run_dub(args, status: _StatusLine) -> int:
     tags, sign = _provenance(args, not args.no_watermark)
     models = get_models(args.checkpoint, args.synthetic)
@@ -611,6 +715,13 @@ def main(argv=None) -> int:
     conv.add_argument("--fp16", action="store_true", help="store weights in float16 (half the size)")
     dub = sub.add_parser("dub", help="new speech for an existing video: lips from the audio, the rest from the video")
     _add_dub_args(dub)
+    batch = sub.add_parser(
+        "batch",
+        help="render a manifest of render / dub jobs: resumable, shardable, locally or on a Ray cluster",
+        description="Exit status: 0 when every job is done (now or before), 1 when one failed, 2 on errors "
+        "(a bad manifest renders nothing), 130 on Ctrl-C (finished jobs stay; run it again to go on).",
+    )
+    add_batch_args(batch)
     info = sub.add_parser("info", help="validate a checkpoint and print what was found")
     info.add_argument("checkpoint")
     chk = sub.add_parser(
@@ -644,6 +755,8 @@ def main(argv=None) -> int:
                 return _run_render(args, allow_synthetic=args.synthetic, status=status)
             if args.cmd == "dub":
                 return _run_dub(args, status)
+            if args.cmd == "batch":
+                return _run_batch(args, status)
             if args.cmd == "convert":
                 out = convert(args.src, args.dst, half=args.fp16)
                 print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
