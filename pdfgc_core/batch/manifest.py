@@ -235,10 +235,24 @@ def _check_line(line: bytes, tables, batch_only, base: Path, out_dir: Path) -> t
     try:  # the command's own checks, also when other fields were refused: all problems at once
         args = cli.job_parser(kind).parse_args([*argv, f"--out={out_dir / (rel or 'x.mp4')}"])
     except cli.JobOptionError as e:
-        problems.append(_field_names(str(e)))
+        problems += _each_option_problem(kind, argv) or [_field_names(str(e))]
     if problems:
         return None, job_id, problems
     return Job(-1, -1, job_id, kind, out_dir / rel, args, rel), job_id, []
+
+
+def _each_option_problem(kind: str, argv: list[str]) -> list[str]:
+    """The parser's complaint about each option on its own (argparse stops at the first)."""
+    checker = cli.job_parser(kind)
+    for action in checker._actions:
+        action.required = False
+    found = []
+    for token in argv:
+        try:
+            checker.parse_args([token])
+        except cli.JobOptionError as e:
+            found.append(_field_names(str(e)))
+    return found
 
 
 def _field_names(message: str) -> str:

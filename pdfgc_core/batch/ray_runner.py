@@ -143,7 +143,10 @@ def _run(ray, todo: list[Job], args, results: Results) -> None:
                 workers[slot] = actor.remote(options)
                 idle.append(slot)
                 if attempt <= args.retries:
-                    log.warning("job %s: its Ray worker was lost (%s); starting it again", job.id, type(e).__name__)
+                    results.status.note(
+                        f"[pdfgc] job {job.id} (line {job.line}): its Ray worker was lost ({type(e).__name__}); "
+                        f"starting it again (attempt {attempt + 1})"
+                    )
                     queue.appendleft((job, attempt + 1))
                 else:
                     results.add(
