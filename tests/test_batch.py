@@ -83,7 +83,7 @@ def hidden_files(out: Path) -> list[Path]:
 
 
 def mp4_files(out: Path) -> set[str]:
-    return {str(p.relative_to(out)) for p in out.rglob("*.mp4")}
+    return {str(p.relative_to(out)) for p in out.rglob("*.mp4") if not p.name.startswith(".")}
 
 
 def check_valid(out: Path, recs: list[dict]) -> None:
