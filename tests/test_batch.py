@@ -303,6 +303,32 @@ def test_killed_run_restarts_and_completes(job_dir, tmp_path, synthetic_checkpoi
 # --------------------------------------------------------------------------- Ray
 
 
+def test_ray_is_optional(job_dir, tmp_path, capsys, monkeypatch):
+    """Nothing imports Ray unless --ray is given; without Ray installed --ray says how to get it."""
+    code = "import sys, pdfgc_core.cli, pdfgc_core.batch.ray_runner; sys.exit('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    jobs = write_jobs(job_dir / "jobs.jsonl", render_jobs(1, broken=False))
+    rc, err = batch(capsys, jobs, "--out", tmp_path / "out", "--ray", "local")
+    assert rc == 2 and "pip install 'pd-fgc[ray]'" in err, err
+    rc, err = batch(capsys, jobs, "--out", tmp_path / "out", "--workers", "2")
+    assert rc == 2 and "--workers is for Ray runs" in err, err
+
+
+def test_worker_plan_follows_the_cluster():
+    from pdfgc_core.batch.ray_runner import plan_workers
+    from pdfgc_core.errors import PDFGCError
+
+    assert plan_workers({"CPU": 16}, 100, None, None, None) == (16, 1.0, 0.0)  # one per CPU
+    assert plan_workers({"CPU": 16}, 100, None, 4, None) == (4, 4.0, 0.0)
+    assert plan_workers({"CPU": 64, "GPU": 8}, 100, None, None, None) == (8, 1.0, 1.0)  # one per GPU
+    assert plan_workers({"CPU": 64, "GPU": 8}, 100, None, 2, 0.5) == (16, 2.0, 0.5)
+    assert plan_workers({"CPU": 64, "GPU": 8}, 3, None, None, None) == (3, 1.0, 1.0)  # never more than jobs
+    assert plan_workers({"CPU": 64, "GPU": 8}, 100, 5, None, None) == (5, 1.0, 1.0)
+    with pytest.raises(PDFGCError, match="not enough for one worker"):
+        plan_workers({"CPU": 2}, 10, None, 4, None)
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'pd-fgc[ray]')")

@@ -115,7 +115,6 @@ def _run(ray, todo: list[Job], args, results: Results) -> None:
     except ray.exceptions.RayError as e:
         raise PDFGCError(f"the Ray workers could not start: {_cause(e)}") from None
     log.info("Ray workers: %s", ", ".join(where))
-    results.workers = n
     results.start_clock()
     results.show()
 

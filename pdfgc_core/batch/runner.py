@@ -155,12 +155,11 @@ class Results:
     """The results file (appended, one line per job, flushed and synced as each job ends) and the
     progress line over the jobs, with throughput and ETA."""
 
-    def __init__(self, path: Path, status, total: int, workers: int = 1):
+    def __init__(self, path: Path, status, total: int):
         self.path, self.status, self.total = path, status, total
         self.counts = dict.fromkeys(STATUSES, 0)
         self.ran = 0
         self.t0 = time.perf_counter()
-        self.workers = workers
         try:
             self._f = open(path, "a", encoding="utf-8")
         except OSError as e:
