@@ -261,8 +261,9 @@ def run_batch(args: argparse.Namespace, status) -> int:
     try:
         for _, line, job_id, error in invalid:
             results.add(invalid_record(line, job_id, error))
+        waiting = {j.index for j in todo}
         for j in jobs:
-            if j not in todo:
+            if j.index not in waiting:
                 results.add(record(j, "skipped"))
         removed = clean_leftovers(todo)
         if removed:
@@ -281,7 +282,8 @@ def run_batch(args: argparse.Namespace, status) -> int:
             f"again to go on"
         )
         raise
-    results.close()
+    finally:
+        results.close()
     c = results.counts
     status.note(
         f"[pdfgc] batch finished: {c['done']} done, {c['skipped']} already there, {c['failed']} failed"
