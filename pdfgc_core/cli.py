@@ -1,4 +1,5 @@
-"""Command line: ``python -m pdfgc_core {demo,render,dub,convert,info,check,evaluate,calibrate-pose,export-motion,prepare,train,finetune}``."""
+"""Command line: ``python -m pdfgc_core {demo,render,dub,batch,convert,info,check,evaluate,calibrate-pose,
+export-motion,prepare,train,finetune}``."""
 
 from __future__ import annotations
 
@@ -97,6 +98,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+class JobOptionError(ValueError):
+    """A batch job's options were refused (the message is argparse's, naming the option)."""
+
+
+class _JobParser(argparse.ArgumentParser):
+    """The options of one batch job: usage errors raise :class:`JobOptionError` instead of exiting."""
+
+    def error(self, message):
+        raise JobOptionError(message)
+
+
+JOB_KINDS = ("render", "dub")
+"""The commands a batch manifest line can run (its ``kind``)."""
+
+
+def job_parser(kind: str) -> argparse.ArgumentParser:
+    """The options of one ``render`` or ``dub`` job of a batch manifest: the command's own (same
+    names, types, ranges and choices), so a manifest line is checked exactly like a command line."""
+    ap = _JobParser(prog=f"python -m pdfgc_core {kind}", add_help=False)
+    if kind == "render":
+        _add_render_args(ap, sample_defaults=False)
+    elif kind == "dub":
+        _add_dub_args(ap)
+    else:
+        raise ValueError(f"unknown job kind {kind!r}; use one of {', '.join(JOB_KINDS)}")
+    return ap
+
+
 # ------------------------------------------------------------------ progress and signals
 
 
@@ -106,10 +135,11 @@ class _StatusLine:
     until it completes. :meth:`end` finishes an open line, so that whatever is printed next (an
     error, a warning) starts on its own line; :meth:`filter` does it for the ``pdfgc`` logger."""
 
-    def __init__(self):
+    def __init__(self, quiet: bool = False):
         self.stage: str | None = None
         self.width = 0
         self.t0 = 0.0
+        self.quiet = quiet  # batch jobs: the batch shows its own progress line instead
 
     def update(self, stage: str, done: int = 0, total: int = 0) -> None:
         now = time.perf_counter()
@@ -130,6 +160,8 @@ class _StatusLine:
 
     def write(self, text: str) -> None:
         """Show ``text`` as the current line (replacing the open one)."""
+        if self.quiet:
+            return
         sys.stderr.write("\r" + text.ljust(self.width))
         sys.stderr.flush()
         self.width = len(text)
@@ -139,6 +171,12 @@ class _StatusLine:
             sys.stderr.write("\n")
             sys.stderr.flush()
         self.stage, self.width = None, 0
+
+    def note(self, text: str) -> None:
+        """Print ``text`` as a line of its own (after finishing an open line)."""
+        self.end()
+        if not self.quiet:
+            print(text, file=sys.stderr)
 
     def filter(self, record) -> bool:  # a logging filter: log lines start on their own line
         self.end()
@@ -284,11 +322,7 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
     )
     ap.add_argument("--out", default="output/pdfgc.mp4", help="output mp4 (written atomically)")
     ap.add_argument("--frames-dir", default=None, help="also write every frame as PNG here")
-    ap.add_argument(
-        "--checkpoint", default=None, help=f"official folder / checkpoints.tar / .safetensors (env {CHECKPOINT_ENV})"
-    )
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    ap.add_argument("--precision", default="auto", choices=PRECISIONS)
+    _add_engine_args(ap, synthetic=False)
     ap.add_argument(
         "--batch-size", type=_batch_size, default=8, help="frames per generator batch, or 'auto' (from free memory)"
     )
@@ -308,13 +342,28 @@ def _add_render_args(ap: argparse.ArgumentParser, sample_defaults: bool) -> None
     _add_provenance_args(ap)
 
 
-def _add_provenance_args(ap: argparse.ArgumentParser) -> None:
-    g = ap.add_argument_group("provenance (docs/PROVENANCE.md)")
-    g.add_argument(
-        "--no-watermark",
-        action="store_true",
-        help="opt out of the invisible PD-FGC watermark in every frame (on by default; logged)",
+def _add_engine_args(ap: argparse.ArgumentParser, synthetic: bool) -> None:
+    """The options that choose the networks and where they run (one engine per process or batch worker)."""
+    ap.add_argument(
+        "--checkpoint", default=None, help=f"official folder / checkpoints.tar / .safetensors (env {CHECKPOINT_ENV})"
     )
+    if synthetic:
+        ap.add_argument(
+            "--synthetic", action="store_true", help="allow synthetic noise weights when no checkpoint is found"
+        )
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS)
+
+
+def _add_provenance_args(ap: argparse.ArgumentParser, watermark: bool = True) -> None:
+    """The provenance options; ``watermark=False``: only the C2PA signing ones (set once for a batch)."""
+    g = ap.add_argument_group("provenance (docs/PROVENANCE.md)")
+    if watermark:
+        g.add_argument(
+            "--no-watermark",
+            action="store_true",
+            help="opt out of the invisible PD-FGC watermark in every frame (on by default; logged)",
+        )
     g.add_argument(
         "--no-c2pa",
         action="store_true",
@@ -326,19 +375,16 @@ def _add_provenance_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--c2pa-key", default=None, help="PEM private key of that certificate (env PDFGC_C2PA_KEY)")
 
 
-def _run_render(args, allow_synthetic: bool, status: _StatusLine) -> int:
+def make_engine(models: PDFGCModels, device: str | None, precision: str):
+    """An :class:`~pdfgc_core.engine.Engine` on ``device`` (None: cuda if available, else cpu); an
+    unknown or unavailable device is a PDFGCError naming ``--device``."""
     import torch
 
-    from . import pipeline
-    from .media import Mp4Writer, check_output_path, write_frames_png
+    from .engine import Engine
 
-    check_output_path(args.out)  # now, not after minutes of work
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    t0 = time.perf_counter()
-    status.update("loading the networks")
-    models = get_models(args.checkpoint, allow_synthetic)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        engine = pipeline.Engine(models, device=device, precision=args.precision)
+        return Engine(models, device=device, precision=precision)
     except PDFGCError:
         raise
     except (RuntimeError, AssertionError, ValueError) as e:  # unknown or unavailable device
@@ -346,6 +392,30 @@ def _run_render(args, allow_synthetic: bool, status: _StatusLine) -> int:
             f"--device {device}: cannot use this device ({str(e).splitlines()[0][:200]}). "
             f"Use cpu, or cuda / cuda:N on a machine with a CUDA build of PyTorch."
         ) from None
+
+
+def _run_render(args, allow_synthetic: bool, status: _StatusLine) -> int:
+    from .media import check_output_path
+
+    check_output_path(args.out)  # now, not after minutes of work
+    t0 = time.perf_counter()
+    tags, sign = _provenance(args, not args.no_watermark)
+    status.update("loading the networks")
+    models = get_models(args.checkpoint, allow_synthetic)
+    engine = make_engine(models, args.device, args.precision)
+    render_job(args, engine, status, tags, sign, t0=t0)
+    status.note(f"[pdfgc] wrote {args.out}" + (" (SYNTHETIC weights: noise, not a face)" if models.synthetic else ""))
+    return 0
+
+
+def render_job(args, engine, status: _StatusLine, tags: dict, sign, t0: float | None = None) -> int:
+    """Render one clip with a loaded engine: ``args`` are the parsed ``render`` options (from the
+    command line or a batch manifest line), ``tags`` / ``sign`` the provenance of the mp4
+    (:func:`_provenance`). Writes ``args.out`` atomically; returns the number of frames."""
+    from . import pipeline
+    from .media import Mp4Writer, write_frames_png
+
+    t0 = time.perf_counter() if t0 is None else t0
     batch_size = engine.auto_batch_size() if args.batch_size == "auto" else args.batch_size
     settings = pipeline.RenderSettings(
         fps=args.fps,
@@ -372,15 +442,11 @@ def _run_render(args, allow_synthetic: bool, status: _StatusLine) -> int:
             drivers[f] = shared.setdefault(src, pipeline.Driver(src, skip_first=args.skip_first, align=args.align))
     drivers.update(control_cli.render_factors(args, engine, settings, drivers))
     p = pipeline.plan(engine, args.appearance, args.audio, drivers, settings, align=args.align, on_stage=status.update)
-    status.end()
-    print(
+    status.note(
         f"[pdfgc] {p.num_frames} frames at {args.fps:g} fps; encoded in {time.perf_counter() - t0:.1f} s "
-        f"on {device} ({engine.dtype})",
-        file=sys.stderr,
+        f"on {engine.device} ({engine.dtype})"
     )
     audio_track = args.audio if args.seconds is None else _cut_audio(args.audio, args.seconds)
-    marked = not args.no_watermark
-    tags, sign = _provenance(args, marked)
     done, t1 = 0, time.perf_counter()
     with Mp4Writer(
         args.out,
@@ -390,7 +456,7 @@ def _run_render(args, allow_synthetic: bool, status: _StatusLine) -> int:
         metadata=tags,
         sign=sign,
     ) as w:
-        for chunk in pipeline.frames_u8(engine, p, paste_back=args.paste_back, watermark=marked):
+        for chunk in pipeline.frames_u8(engine, p, paste_back=args.paste_back, watermark=not args.no_watermark):
             w.write(chunk)
             if args.frames_dir:
                 write_frames_png(args.frames_dir, chunk, done)
@@ -399,32 +465,42 @@ def _run_render(args, allow_synthetic: bool, status: _StatusLine) -> int:
             eta = el / done * (p.num_frames - done)
             status.write(f"[pdfgc] {done}/{p.num_frames} frames, {el / done:.2f} s/frame, ETA {eta:.0f} s")
     status.end()
-    print(
-        f"[pdfgc] wrote {args.out}" + (" (SYNTHETIC weights: noise, not a face)" if models.synthetic else ""),
-        file=sys.stderr,
-    )
-    return 0
+    return p.num_frames
 
 
 def _provenance(args, marked: bool):
     """(container tags, C2PA signing callable or None) for the mp4 the render writes."""
+    return provenance_for(c2pa_identity(args), marked)
+
+
+def c2pa_identity(args):
+    """The C2PA signing identity the ``--no-c2pa`` / ``--c2pa-cert`` / ``--c2pa-key`` options ask for,
+    or None for no C2PA manifest (announced on stderr either way)."""
     from .provenance import manifest
 
-    tags = manifest.container_tags(watermarked=marked)
     asked = bool(args.c2pa_cert or args.c2pa_key)
     if args.no_c2pa:
         if asked:
             raise PDFGCError("--no-c2pa contradicts --c2pa-cert / --c2pa-key; drop one of them")
         log.info("C2PA manifest off (--no-c2pa)")
-        return tags, None
+        return None
     if not manifest.c2pa_available():
         if asked or os.environ.get(manifest.CERT_ENV):
             raise PDFGCError(f"a C2PA certificate was given but c2pa-python is not installed: {manifest.C2PA_HINT}")
         print(f"[pdfgc] no C2PA manifest: {manifest.C2PA_HINT} (container tags are written)", file=sys.stderr)
-        return tags, None
+        return None
     identity = manifest.signing_identity(args.c2pa_cert, args.c2pa_key)
     print(f"[pdfgc] the C2PA manifest will be signed with {identity.description}", file=sys.stderr)
-    return tags, manifest.mp4_signer(identity, watermarked=marked)
+    return identity
+
+
+def provenance_for(identity, marked: bool):
+    """(container tags, C2PA signing callable or None) of one mp4 whose frames are watermarked or not
+    (``marked``), signed with ``identity`` (:func:`c2pa_identity`; None: no C2PA manifest)."""
+    from .provenance import manifest
+
+    tags = manifest.container_tags(watermarked=marked)
+    return tags, (None if identity is None else manifest.mp4_signer(identity, watermarked=marked))
 
 
 def _run_check(args) -> int:
@@ -475,24 +551,101 @@ def _add_dub_args(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument("--mouth-strength", type=_number(float, -10, 10), default=1.0, help="lip motion strength")
     ap.add_argument("--frames-dir", default=None, help="also write every frame as PNG here")
-    ap.add_argument(
-        "--checkpoint", default=None, help=f"official folder / checkpoints.tar / .safetensors (env {CHECKPOINT_ENV})"
-    )
-    ap.add_argument(
-        "--synthetic", action="store_true", help="allow synthetic noise weights when no checkpoint is found"
-    )
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    ap.add_argument("--precision", default="auto", choices=PRECISIONS)
+    _add_engine_args(ap, synthetic=True)
     ap.add_argument("--batch-size", type=_number(int, 1, 4096), default=8, help="frames per generator batch")
     ap.add_argument("--audio-quality", default="official", choices=QUALITIES, help="resampler (official = parity)")
     _add_provenance_args(ap)
 
 
-def _run_dub(args, status: _StatusLine) -> int:
-    import torch
+def _shard(text: str) -> tuple[int, int]:
+    parts = text.strip().split("/")
+    try:
+        i, n = (int(v) for v in parts)
+    except ValueError:
+        i, n = -1, 0
+    if len(parts) != 2 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a shard; give I/N with 0 <= I < N, e.g. 0/4 "
+            f"(Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+        )
+    return i, n
 
+
+def add_batch_args(ap: argparse.ArgumentParser) -> None:
+    """The ``batch`` command's options (docs: README, "Batch rendering")."""
+    ap.add_argument("manifest", metavar="JOBS.jsonl", help="one render / dub job a line (JSON); see README")
+    ap.add_argument("--out", required=True, metavar="DIR", help="output folder: the jobs' mp4 files and results.jsonl")
+    ap.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="I/N",
+        help="run only the jobs I, I+N, I+2N, ... (0-based): one of N independent runs (Slurm array, Kubernetes "
+        "indexed job); results go to results.shard-I-of-N.jsonl",
+    )
+    ap.add_argument("--check", action="store_true", help="check the manifest and list this run's jobs; render nothing")
+    ap.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="run the good lines of a manifest with bad ones (recorded as invalid); default: refuse it whole",
+    )
+    ap.add_argument(
+        "--worker-cpus",
+        type=_number(int, 1, 4096, what="a number of CPUs"),
+        default=None,
+        help="torch CPU threads per worker (default: torch's own locally, 1 on Ray, where it is also the CPUs "
+        "each worker reserves)",
+    )
+    g = ap.add_argument_group("Ray cluster (pip install 'pd-fgc[ray]')")
+    g.add_argument(
+        "--ray",
+        default=None,
+        metavar="auto|local|ADDRESS",
+        help="run on Ray: auto = the cluster started with `ray start`, local = a new one on this machine, or the "
+        "head's address (host:6379, ray://host:10001)",
+    )
+    g.add_argument(
+        "--workers",
+        type=_number(int, 1, 100_000, what="a number of workers"),
+        default=None,
+        help="Ray workers, each with its own copy of the networks (default: one per GPU, else one per "
+        "--worker-cpus CPUs of the cluster)",
+    )
+    g.add_argument(
+        "--worker-gpus",
+        type=_number(float, 0, 64, what="a number of GPUs"),
+        default=None,
+        help="GPUs each Ray worker reserves (default: 1 when the cluster has GPUs, else 0; 0.5 = two per GPU)",
+    )
+    g.add_argument(
+        "--retries",
+        type=_number(int, 0, 100, what="a number of retries"),
+        default=2,
+        help="times a job is started again after its Ray worker was lost (default 2)",
+    )
+    _add_engine_args(ap, synthetic=True)
+    _add_provenance_args(ap, watermark=False)
+
+
+def _run_batch(args, status: _StatusLine) -> int:
+    from .batch.runner import run_batch
+
+    return run_batch(args, status)
+
+
+def _run_dub(args, status: _StatusLine) -> int:
+    tags, sign = _provenance(args, not args.no_watermark)
+    models = get_models(args.checkpoint, args.synthetic)
+    engine = make_engine(models, args.device, args.precision)
+    dub_job(args, engine, status, tags, sign)
+    status.note(f"[pdfgc] wrote {args.out}" + (" (SYNTHETIC weights: noise, not a face)" if models.synthetic else ""))
+    return 0
+
+
+def dub_job(args, engine, status: _StatusLine, tags: dict, sign) -> int:
+    """Dub one video with a loaded engine: ``args`` are the parsed ``dub`` options (command line or
+    batch manifest line). Writes ``args.out`` atomically; returns the number of frames."""
     from .dub import DubSettings, FrameSource, plan_dub, write_dub
-    from .engine import Engine
 
     settings = DubSettings(
         face=args.face,
@@ -507,10 +660,6 @@ def _run_dub(args, status: _StatusLine) -> int:
         audio_quality=args.audio_quality,
         watermark=not args.no_watermark,
     )
-    tags, sign = _provenance(args, settings.watermark)
-    models = get_models(args.checkpoint, args.synthetic)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    engine = Engine(models, device=device, precision=args.precision)
     source = FrameSource(args.video)
     t0 = time.perf_counter()
     stages = {"track": "tracking the face", "encode": "encoding the video's motion", "render": "dubbing"}
@@ -520,13 +669,11 @@ def _run_dub(args, status: _StatusLine) -> int:
 
     plan = plan_dub(engine, source, args.audio, settings, progress)
     tr = plan.track
-    status.end()
-    print(
+    status.note(
         f"[pdfgc] {tr.num_frames} source frames at {float(plan.fps):.3f} fps, face in {int(tr.detected.sum())}; "
         f"reference frame {plan.reference_frame}; crop jitter {tr.jitter(False):.2f} px raw, "
         f"{tr.jitter(True):.2f} px smoothed; {plan.num_frames} output frames "
-        f"(encoded in {time.perf_counter() - t0:.1f} s)",
-        file=sys.stderr,
+        f"(encoded in {time.perf_counter() - t0:.1f} s)"
     )
     write_dub(
         engine,
@@ -539,11 +686,8 @@ def _run_dub(args, status: _StatusLine) -> int:
         metadata=tags,
         sign=sign,
     )
-    print(
-        f"[pdfgc] wrote {args.out}" + (" (SYNTHETIC weights: noise, not a face)" if models.synthetic else ""),
-        file=sys.stderr,
-    )
-    return 0
+    status.end()
+    return plan.num_frames
 
 
 def _cut_audio(path, seconds: float):
@@ -572,6 +716,13 @@ def main(argv=None) -> int:
     conv.add_argument("--fp16", action="store_true", help="store weights in float16 (half the size)")
     dub = sub.add_parser("dub", help="new speech for an existing video: lips from the audio, the rest from the video")
     _add_dub_args(dub)
+    batch = sub.add_parser(
+        "batch",
+        help="render a manifest of render / dub jobs: resumable, shardable, locally or on a Ray cluster",
+        description="Exit status: 0 when every job is done (now or before), 1 when one failed, 2 on errors "
+        "(a bad manifest renders nothing), 130 on Ctrl-C (finished jobs stay; run it again to go on).",
+    )
+    add_batch_args(batch)
     info = sub.add_parser("info", help="validate a checkpoint and print what was found")
     info.add_argument("checkpoint")
     chk = sub.add_parser(
@@ -605,6 +756,8 @@ def main(argv=None) -> int:
                 return _run_render(args, allow_synthetic=args.synthetic, status=status)
             if args.cmd == "dub":
                 return _run_dub(args, status)
+            if args.cmd == "batch":
+                return _run_batch(args, status)
             if args.cmd == "convert":
                 out = convert(args.src, args.dst, half=args.fp16)
                 print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

@@ -474,7 +474,7 @@ def test_docs_table_names_real_tests():
     named = set(re.findall(r"`(?:tests/(test_\w+)\.py::)?(test_\w+)`", doc))
     sources = {
         f: (REPO / "tests" / f"{f}.py").read_text()
-        for f in ("test_robustness", "test_checkpoints", "test_fuzz", "test_hostile_inputs")
+        for f in ("test_robustness", "test_checkpoints", "test_fuzz", "test_hostile_inputs", "test_batch")
     }
     for file, name in named:
         candidates = [file] if file else list(sources)

@@ -36,7 +36,7 @@ Modules: :mod:`.ffmpeg` (the binary and its processes), :mod:`.atomic` (all-or-n
 non-blocking opens, used for every folder scan). Their public names are re-exported here.
 """
 
-from .atomic import atomic_write, check_output_path
+from .atomic import atomic_write, check_output_path, leftover_temporaries, remove_files
 from .ffmpeg import ffmpeg_exe
 from .listing import Listing, list_files, open_regular
 from .read import (
@@ -62,11 +62,13 @@ __all__ = [
     "check_output_path",
     "ffmpeg_exe",
     "iter_frames",
+    "leftover_temporaries",
     "list_files",
     "list_frame_files",
     "open_regular",
     "probe",
     "read_frames",
+    "remove_files",
     "seek_frames",
     "video_meta",
     "write_frames_png",

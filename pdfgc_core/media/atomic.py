@@ -7,6 +7,7 @@ target is refused."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
@@ -16,11 +17,47 @@ from pathlib import Path
 from ..errors import MediaError
 from .listing import file_kind
 
+_TOKEN_BYTES = 6
+_TEMP_NAME = re.compile(rf"^\.(?P<stem>.+)\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.[a-z]+\.[A-Za-z0-9]+$")
+"""What :func:`_temp_sibling` names look like (the audio WAV of a writer swaps the suffix)."""
+MAX_TEMP_SCAN = 1_000_000
+"""Folder entries :func:`leftover_temporaries` examines at most."""
+
 
 def _temp_sibling(path: Path, tag: str) -> Path:
     """A hidden, unique, not yet existing name in ``path``'s folder with ``path``'s suffix
     (so tools that pick a format from the extension still do)."""
-    return path.with_name(f".{path.stem}.{secrets.token_hex(6)}.{tag}{path.suffix}")
+    return path.with_name(f".{path.stem}.{secrets.token_hex(_TOKEN_BYTES)}.{tag}{path.suffix}")
+
+
+def leftover_temporaries(folder: str | os.PathLike) -> dict[str, list[Path]]:
+    """The temporary files of atomic writes into ``folder`` that are still there, by the stem of the
+    file they were for (``out.mp4`` -> ``"out"``). A write that ended in any way Python sees removes
+    its own; what remains was left by a process killed outright (SIGKILL, power loss) or is being
+    written right now by another process. Only regular files are listed; a missing folder gives {}."""
+    found: dict[str, list[Path]] = {}
+    try:
+        entries = os.scandir(folder)
+    except OSError:
+        return found
+    with entries:
+        for n, entry in enumerate(entries):
+            if n >= MAX_TEMP_SCAN:
+                break
+            m = _TEMP_NAME.match(entry.name)
+            try:
+                regular = m is not None and entry.is_file(follow_symlinks=False)
+            except OSError:
+                regular = False
+            if regular:
+                found.setdefault(m.group("stem"), []).append(Path(entry.path))
+    return found
+
+
+def remove_files(paths) -> None:
+    """Delete ``paths`` (best effort: a file already gone, or still held open elsewhere, is skipped)."""
+    for p in paths:
+        _unlink(Path(p))
 
 
 def _unlink(path: Path | None) -> None:
