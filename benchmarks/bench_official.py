@@ -42,6 +42,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -126,28 +127,45 @@ def run_ours(a) -> dict:
     calls = {k: 0 for k in wall}
     images = {"motion": 0}
     saved = []
+    # Our networks may run in several threads at once (Engine.cpu_streams): a stage's time is the
+    # union of its calls' intervals, and its CPU time the process CPU time over that union.
+    lock = threading.Lock()
+    active = {k: [0, 0.0, 0.0] for k in wall}  # running calls, union start wall, union start CPU
 
-    def timed(name, fn, keep=False):
+    def timed(name, fn):
         def wrapper(*args, **kw):
             if name == "motion":
                 images["motion"] += int(args[0].shape[0])
-            t0, c0 = time.perf_counter(), time.process_time()
-            try:
-                out = fn(*args, **kw)
-            finally:
-                wall[name] += time.perf_counter() - t0
-                cpu[name] += time.process_time() - c0
+            with lock:
+                state = active[name]
+                if state[0] == 0:
+                    state[1], state[2] = time.perf_counter(), time.process_time()
+                state[0] += 1
                 calls[name] += 1
-            if keep and sum(x.shape[0] for x in saved) < SAVED_FRAMES:
-                saved.append(out.detach().float().cpu().clone())
-            return out
+            try:
+                return fn(*args, **kw)
+            finally:
+                with lock:
+                    state[0] -= 1
+                    if state[0] == 0:
+                        wall[name] += time.perf_counter() - state[1]
+                        cpu[name] += time.process_time() - state[2]
 
         return wrapper
 
-    for name in ("appearance", "motion", "audio"):
+    def keep_frames(generate):
+        def wrapper(*args, **kw):
+            for chunk in generate(*args, **kw):
+                if sum(x.shape[0] for x in saved) < SAVED_FRAMES:
+                    saved.append(chunk.detach().float().cpu().clone())
+                yield chunk
+
+        return wrapper
+
+    for name in ("appearance", "motion", "audio", "generator"):
         net = getattr(models, name)
         net.forward = timed(name, net.forward)
-    models.generator.forward = timed("generator", models.generator.forward, keep=True)
+    engine.generate = keep_frames(engine.generate)
     pipeline.mouth_windows = timed("audio_frontend", pipeline.mouth_windows)
 
     data = Path(a.data)
@@ -380,7 +398,7 @@ def main(argv=None) -> int:
         return 1
 
     off, ours = results["official"], results["ours"]
-    print("\n  stage                                official            ours                official / ours")
+    print(f"\n  {'stage':42s} {'official':21s} {'ours':21s} official / ours")
     for label, is_pf, ko, ku in ROWS:
         unit = "s/frame" if is_pf else "s"
         digits = 4 if is_pf else 2
@@ -388,15 +406,15 @@ def main(argv=None) -> int:
         vu = [per_frame(x, ku, is_pf) for x in ours]
         ratio = f"{(sum(vo) / len(vo)) / (sum(vu) / len(vu)):.2f}x" if vo and sum(vu) > 0 else "-"
         name = f"{label} ({unit})"
-        print(f"  {name:36s} {fmt_stats(vo, digits):19s} {fmt_stats(vu, digits):19s} {ratio}")
+        print(f"  {name:42s} {fmt_stats(vo, digits):21s} {fmt_stats(vu, digits):21s} {ratio}")
     cpu_o = [x["inference_cpu_s"] / x["frames"] for x in off]
     cpu_u = [x["inference_cpu_s"] / x["frames"] for x in ours]
     ratio = f"{(sum(cpu_o) / len(cpu_o)) / (sum(cpu_u) / len(cpu_u)):.2f}x" if cpu_o else "-"
-    print(f"  {'(end to end, CPU s/frame)':36s} {fmt_stats(cpu_o, 4):19s} {fmt_stats(cpu_u, 4):19s} {ratio}")
+    print(f"  {'(end to end, CPU s/frame)':42s} {fmt_stats(cpu_o, 4):21s} {fmt_stats(cpu_u, 4):21s} {ratio}")
     mo = [x["peak_rss_mib"] for x in off]
     mu = [x["peak_rss_mib"] for x in ours]
     ratio = f"{(sum(mo) / len(mo)) / (sum(mu) / len(mu)):.2f}x less" if mo else "-"
-    print(f"  {'peak memory, VmHWM (MiB)':36s} {fmt_stats(mo, 0):19s} {fmt_stats(mu, 0):19s} {ratio}")
+    print(f"  {'peak memory, VmHWM (MiB)':42s} {fmt_stats(mo, 0):21s} {fmt_stats(mu, 0):21s} {ratio}")
     print()
     for line in frames_report(out_dirs["ours"], out_dirs["official"]):
         print(line)

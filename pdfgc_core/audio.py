@@ -27,6 +27,7 @@ import math
 import subprocess
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -255,7 +256,8 @@ def resample_kaiser_best(x, sr: int, target: int) -> np.ndarray:
     and the running sum rounded to float32 after every addition, exactly as resampy's kernel does;
     here the loop runs over the tap index with all outputs of a block at once. Terms resampy
     skips (past the signal's ends, the filter's last partial tap) are zeros, which leave a float32
-    sum unchanged. Memory: O(block + filter), whatever the length.
+    sum unchanged. Memory: O(block + filter), whatever the length. Blocks of outputs run in up to
+    ``torch.get_num_threads()`` threads.
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 1:
@@ -280,36 +282,43 @@ def resample_kaiser_best(x, sr: int, target: int) -> np.ndarray:
     table_w = np.ascontiguousarray(np.where(inside, win[where], 0.0).T)  # [tap, phase]
     table_d = np.ascontiguousarray(np.where(inside, delta[where], 0.0).T)
     increment = 1.0 / ratio
-    blk = min(_RESAMPLE_BLOCK, n_out)
-    w, d, xi = np.empty(blk), np.empty(blk), np.empty(blk)
-    idx = np.empty(blk, dtype=np.int64)
-    for s in range(0, n_out, blk):
-        e = min(s + blk, n_out)
-        b = e - s
+
+    def block(s: int, e: int) -> None:
         t_in = np.arange(s, e) * increment
         n = t_in.astype(np.int64)
         frac = scale * (t_in - n)
-        # the signal window this block reads, zero padded by a wing on each side
+        # the signal this block reads, float64, zero padded by a wing on each side:
+        # seg[j] = x[lo + j], and output t reads seg[n_t - lo - i] (left) and seg[n_t - lo + 1 + k] (right)
         lo = int(n[0]) - taps
         seg = np.zeros(int(n[-1]) + taps + 2 - lo)
         a, z = max(lo, 0), min(int(n[-1]) + taps + 2, size)
         if z > a:
             seg[a - lo : z - lo] = x[a:z]
         acc = out[s:e]
-        wb, db, xb, ib = w[:b], d[:b], xi[:b], idx[:b]
-        for f, first, sign in ((frac, n - lo, -1), (scale - frac, n - lo + 1, 1)):
+        w, d, xs = np.empty(e - s), np.empty(e - s), np.empty(e - s)
+        rel = n - int(n[0])  # n_t - lo - taps >= 0
+        for f, right in ((frac, False), (scale - frac, True)):
             pos = f * precision
             off = pos.astype(np.int64)
             eta = pos - off
             for c in range(taps):
-                np.take(table_w[c], off, out=wb)
-                np.take(table_d[c], off, out=db)
-                db *= eta
-                wb += db  # filter value: win + eta * delta, as resampy forms it
-                np.add(first, sign * c, out=ib)
-                np.take(seg, ib, out=xb)
-                wb *= xb
-                np.add(acc, wb, out=acc, casting="same_kind")
+                np.take(table_w[c], off, out=w)
+                np.take(table_d[c], off, out=d)
+                d *= eta
+                w += d  # filter value: win + eta * delta, as resampy forms it
+                # x[n_t - c] (left) / x[n_t + 1 + c] (right) through a shifted view: no index arithmetic
+                np.take(seg[taps + 1 + c :] if right else seg[taps - c :], rel, out=xs)
+                w *= xs
+                np.add(acc, w, out=acc, casting="same_kind")
+
+    spans = [(s, min(s + _RESAMPLE_BLOCK, n_out)) for s in range(0, n_out, _RESAMPLE_BLOCK)]
+    workers = min(len(spans), max(1, torch.get_num_threads()))
+    if workers > 1:  # numpy releases the GIL in these calls: blocks run in parallel, each writes its own slice
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda span: block(*span), spans))
+    else:
+        for span in spans:
+            block(*span)
     return out
 
 

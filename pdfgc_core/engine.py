@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +40,18 @@ some fp32 tensors)."""
 AUTO_MAX_BATCH = {"cpu": OFFICIAL_BATCH, "cuda": 64}
 """Largest automatic batch: on CPU bigger batches do not raise the frame rate; on a GPU 64 frames
 (~8 TFLOP per call) fill the device."""
+AUDIO_BATCH = 16
+"""Mel windows per audio-network call. The official code used 8; other sizes move the mouth
+codes by ~5e-6 (different kernel blocking), far inside the 1e-4 parity tolerance, and fewer,
+larger calls cost less per frame on a busy CPU."""
+MAX_CPU_STREAMS = 2
+"""On CPU the networks run as up to this many independent streams, each on its own slice of the
+batch with an equal share of the torch thread budget (2 threads: two single-threaded streams),
+instead of one stream whose every operation is split over all threads. Each split operation ends
+in a barrier; when another process takes a core, the other thread waits there, and the motion
+encoder's many medium-sized operations then run at half speed or worse (measured: 2.0-2.5x
+slower per image at load ~12 on 2 cores). See :meth:`Engine.cpu_streams`."""
+_THREADS_LOCK = threading.Lock()  # torch.set_num_threads is process-wide
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,13 @@ class Engine:
     """
 
     def __init__(
-        self, models: PDFGCModels, device=None, precision: str = "fp32", impl: str = "fast", compile: bool = False
+        self,
+        models: PDFGCModels,
+        device=None,
+        precision: str = "fp32",
+        impl: str = "fast",
+        compile: bool = False,
+        streams: int | str = "auto",
     ):
         self.models = models
         self.device = torch.device(device) if device is not None else models.device
@@ -126,6 +146,10 @@ class Engine:
         if impl not in ("fast", "reference"):
             raise InputError(f"generator implementation {impl!r} is not 'fast' or 'reference'")
         self.impl = impl
+        if streams != "auto" and not (isinstance(streams, int) and streams >= 1):
+            raise InputError(f"streams must be 'auto' or a whole number >= 1, got {streams!r}")
+        self.streams = streams
+        self._pool: ThreadPoolExecutor | None = None
         models.to(self.device)
         self._generator = models.generator
         if compile:
@@ -135,6 +159,59 @@ class Engine:
                 log.warning(
                     "torch.compile is not available in torch %s; running the generator eagerly", torch.__version__
                 )
+
+    def cpu_streams(self) -> int:
+        """How many independent streams the networks run as (see :data:`MAX_CPU_STREAMS`): on CPU
+        ``min(MAX_CPU_STREAMS, torch.get_num_threads())`` unless ``streams`` was given; 1 on
+        other devices and with ``compile=True``. During a call that uses k > 1 streams the torch
+        thread count is set to (threads // k) and restored afterwards."""
+        if self.device.type != "cpu" or self._generator is not self.models.generator:
+            return 1
+        if self.streams != "auto":
+            return int(self.streams)
+        return max(1, min(MAX_CPU_STREAMS, torch.get_num_threads()))
+
+    def _parallel(self, fn: Callable, parts: Sequence) -> list:
+        """``[fn(p) for p in parts]``, the parts spread over :meth:`cpu_streams` worker threads (in
+        inference mode and this engine's autocast, results in order)."""
+
+        def run(part):
+            with torch.inference_mode(), self._autocast():
+                return fn(part)
+
+        n = min(self.cpu_streams(), len(parts))
+        if n <= 1:
+            return [run(p) for p in parts]
+        with _THREADS_LOCK:
+            threads = torch.get_num_threads()
+            if self._pool is None or self._pool._max_workers < n:
+                self._pool = ThreadPoolExecutor(n, thread_name_prefix="pdfgc-stream")
+            torch.set_num_threads(max(1, threads // n))
+            try:
+                return [f.result() for f in [self._pool.submit(run, p) for p in parts]]
+            finally:
+                torch.set_num_threads(threads)
+
+    @staticmethod
+    def _split(n: int, parts: int) -> list[slice]:
+        """``parts`` contiguous slices covering range(n), sizes differing by at most one."""
+        parts = max(1, min(parts, n))
+        cuts = [n * k // parts for k in range(parts + 1)]
+        return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+
+    def _map_batches(self, fn: Callable, x: torch.Tensor, batch_size: int, progress=None) -> list:
+        """``fn`` over ``x`` cut along dim 0 into batches of at most ``batch_size``, as many as a
+        multiple of the CPU streams (evenly sized, so every stream gets a share), in order."""
+        streams = self.cpu_streams()
+        k = -(-x.shape[0] // batch_size)
+        parts = self._split(x.shape[0], -(-k // streams) * streams)
+        out = []
+        for g in range(0, len(parts), streams):
+            group = [x[p] for p in parts[g : g + streams]]
+            out += self._parallel(fn, group)
+            if progress:
+                progress(sum(t.shape[0] for t in group))
+        return out
 
     def auto_batch_size(self, max_batch: int | None = None) -> int:
         """:func:`auto_batch_size` for this engine's device and precision."""
@@ -186,19 +263,16 @@ class Engine:
         self,
         windows: torch.Tensor,
         fps: float = 25.0,
-        batch_size: int = OFFICIAL_BATCH,
+        batch_size: int = AUDIO_BATCH,
         progress: Callable[[int], None] | None = None,
     ) -> Factor:
         """Mel windows [T,1,80,20] -> mouth factor [T,500] (raw, before the official x1.5 and smoothing).
 
         ``batch_size`` 8 reproduces the official batching exactly; other sizes move results by ~5e-6."""
         check_batch(windows, (1, 80, 20), "audio windows", "make them with pdfgc_core.audio.audio_to_windows.")
-        out = []
-        for s in range(0, windows.shape[0], batch_size):
-            with self._autocast():
-                out.append(self.models.audio(self._in(windows[s : s + batch_size])).float().cpu())
-            if progress:
-                progress(out[-1].shape[0])
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        out = self._map_batches(lambda w: self.models.audio(self._in(w)).float().cpu(), windows, batch_size, progress)
         return Factor("mouth", torch.cat(out), fps=fps)
 
     @torch.inference_mode()
@@ -221,15 +295,16 @@ class Engine:
         chunks = [images] if torch.is_tensor(images) else images
         acc: dict[str, list[torch.Tensor]] = {h: [] for h in heads}
         n = 0
+
+        def encode(x):
+            res = self.models.motion(self._in(x), heads=heads)
+            return {h: res[h].float().cpu() for h in heads}
+
         for chunk in chunks:
             self._check_images(chunk, "driving frames")
-            for s in range(0, chunk.shape[0], batch_size):
-                with self._autocast():
-                    res = self.models.motion(self._in(chunk[s : s + batch_size]), heads=heads)
+            for res in self._map_batches(encode, chunk, batch_size, progress):
                 for h in heads:
-                    acc[h].append(res[h].float().cpu())
-                if progress:
-                    progress(min(batch_size, chunk.shape[0] - s))
+                    acc[h].append(res[h])
             n += chunk.shape[0]
         if n == 0:
             raise InputError("driving frames: no frames were given; give at least one frame")
@@ -275,9 +350,7 @@ class Engine:
             if check_interrupt:
                 check_interrupt()
             st = self._in(self.style(appearance, motion[s : s + batch_size]))
-            with self._autocast():
-                img = self._run_generator(id_map, st, noise_maps)
-            img = img.float()
+            img = self._generate_batch(id_map, st, noise_maps)
             if self.dtype != torch.float32 and not bool(torch.isfinite(img).all()):
                 log.warning(
                     "generator produced non-finite values in %s; recomputing frames %d-%d in fp32",
@@ -295,6 +368,19 @@ class Engine:
             yield img.cpu()
             if progress:
                 progress(st.shape[0])
+
+    def _generate_batch(self, id_map, st, noise_maps) -> torch.Tensor:
+        """One batch, its frames split over the CPU streams (the memory of one batch)."""
+        gen = self._generator
+
+        def run():
+            parts = [st[p] for p in self._split(st.shape[0], self.cpu_streams())]
+            return torch.cat(self._parallel(lambda x: self._run_generator(id_map, x, noise_maps).float(), parts))
+
+        img = run()
+        if self._generator is not gen:  # compiling failed in this batch: redo it exactly as eager runs it
+            img = run()
+        return img
 
     def _noise(self, noise):
         if noise is None:

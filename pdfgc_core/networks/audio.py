@@ -5,9 +5,10 @@ State-dict layout equals the official ``ResSESyncEncoder`` (``ResNetSE`` under `
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .blocks import check_batch, conv1x1, conv3x3
+from .blocks import check_batch, conv1x1, conv3x3, folded_conv_bn
 
 # Keys of the training-time expression branch and top-level classifiers, never used by inference.
 UNUSED_CHECKPOINT_PREFIXES = ("fc",)
@@ -26,9 +27,13 @@ class SqueezeExcite(nn.Module):
             nn.Linear(ch, ch // reduction), nn.ReLU(inplace=True), nn.Linear(ch // reduction, ch), nn.Sigmoid()
         )
 
-    def forward(self, x):
+    def gate(self, x):
+        """Per-channel gate [B, C, 1, 1] in (0, 1)."""
         b, c = x.shape[:2]
-        return x * self.fc(self.avg_pool(x).view(b, c)).view(b, c, 1, 1)
+        return self.fc(self.avg_pool(x).view(b, c)).view(b, c, 1, 1)
+
+    def forward(self, x):
+        return x * self.gate(x)
 
 
 class SEBasicBlock(nn.Module):
@@ -48,9 +53,26 @@ class SEBasicBlock(nn.Module):
 
     def forward(self, x):
         out = self.bn1(self.relu(self.conv1(x)))
-        out = self.se(self.bn2(self.conv2(out)))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + shortcut)
+        if torch.is_grad_enabled():
+            out = self.se(self.bn2(self.conv2(out)))
+            shortcut = x if self.downsample is None else self.downsample(x)
+            return self.relu(out + shortcut)
+        # inference: BatchNorms after a conv folded into it; gate, shortcut and ReLU in two passes
+        out = _conv_bn(self.conv2, self.bn2, out)
+        shortcut = x if self.downsample is None else _conv_bn(self.downsample[0], self.downsample[1], x)
+        return torch.relu_(torch.addcmul(shortcut, out, self.se.gate(out)))
+
+
+def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    w, b = folded_conv_bn(conv, bn)
+    return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A kernel-1 Conv1d on [B, C, T] as one matrix product (the CPU conv falls back to a slow path)."""
+    if torch.is_grad_enabled():
+        return conv(x)
+    return torch.matmul(conv.weight[:, :, 0], x).add_(conv.bias[:, None])
 
 
 class ResNetSE(nn.Module):
@@ -79,8 +101,13 @@ class ResNetSE(nn.Module):
         x = self.bn1(self.relu(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = x.reshape(x.shape[0], -1, x.shape[-1])  # [B, C*F, T], row index c*F + f
-        x = torch.sum(x * self.attention(x), dim=2)
-        return self.fc(x)
+        if torch.is_grad_enabled():
+            w = self.attention(x)
+        else:
+            first, _, bn, last, softmax = self.attention
+            h = bn(torch.relu_(_pointwise(first, x)))
+            w = softmax(_pointwise(last, h))
+        return self.fc(torch.sum(x * w, dim=2))
 
 
 class AudioEncoder(nn.Module):
