@@ -118,7 +118,7 @@ def run_ours(a) -> dict:
 
     t_imported = time.perf_counter()
     models = checkpoints.load_models(a.weights)
-    engine = Engine(models, device="cpu", precision="fp32")
+    engine = Engine(models, device="cpu", precision="fp32", streams=a.streams)
     t_loaded = time.perf_counter()
     rss_after_load = status_mib("VmRSS")
 
@@ -329,6 +329,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ours-first", action="store_true", help="start each round with ours")
     ap.add_argument("--out", default=None, help="keep the runs' outputs here (default: a temporary folder)")
     ap.add_argument("--json", default=None, help="also write all run results to this file")
+    ap.add_argument(
+        "--streams", default="auto", type=lambda v: v if v == "auto" else int(v), help="Engine(streams=...) on our side"
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", default=str(DATA), help=argparse.SUPPRESS)
     ap.add_argument("--samples", type=int, default=None, help=argparse.SUPPRESS)
@@ -379,7 +382,7 @@ def main(argv=None) -> int:
             else:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--weights", str(weights)]
                 cmd += ["--out", str(d), "--threads", str(a.threads), "--samples", str(a.samples)]
-                cmd += ["--frames", str(a.frames), "--data", str(DATA)]
+                cmd += ["--frames", str(a.frames), "--data", str(DATA), "--streams", str(a.streams)]
             res = run_child(cmd, f"run {r} {side}")
             if res is None:
                 continue
