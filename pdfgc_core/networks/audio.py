@@ -5,10 +5,9 @@ State-dict layout equals the official ``ResSESyncEncoder`` (``ResNetSE`` under `
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .blocks import check_batch, conv1x1, conv3x3, folded_conv_bn
+from .blocks import check_batch, conv1x1, conv3x3
 
 # Keys of the training-time expression branch and top-level classifiers, never used by inference.
 UNUSED_CHECKPOINT_PREFIXES = ("fc",)
@@ -57,15 +56,10 @@ class SEBasicBlock(nn.Module):
             out = self.se(self.bn2(self.conv2(out)))
             shortcut = x if self.downsample is None else self.downsample(x)
             return self.relu(out + shortcut)
-        # inference: BatchNorms after a conv folded into it; gate, shortcut and ReLU in two passes
-        out = _conv_bn(self.conv2, self.bn2, out)
-        shortcut = x if self.downsample is None else _conv_bn(self.downsample[0], self.downsample[1], x)
+        # inference: gate, shortcut and ReLU in two passes (out * gate + shortcut, then ReLU in place)
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
         return torch.relu_(torch.addcmul(shortcut, out, self.se.gate(out)))
-
-
-def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    w, b = folded_conv_bn(conv, bn)
-    return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Small building blocks shared by the three encoders: plain convs, BatchNorm folding for
+"""Small building blocks shared by the three encoders: plain convs, weight copies derived for
 inference, and an input check.
 
 All convolutions here are bias-free unless asked: the official encoders follow every such conv
@@ -39,8 +39,8 @@ def check_batch(x: torch.Tensor, shape: tuple, name: str, hint: str) -> None:
 
 def derived(owner: nn.Module, name: str, sources, build):
     """``build()``, memoised on ``owner`` while every tensor in ``sources`` keeps its storage,
-    version, device and dtype. Used for weights derived at inference time (BatchNorm folded into a
-    convolution); only call it when no gradient is needed (``torch.is_grad_enabled()`` False).
+    version, device and dtype. Used for weights derived at inference time (a weight in the
+    activations' memory layout); only call it when no gradient is needed.
     ``.to()`` / ``.cuda()`` / ``load_state_dict`` change storage or version and so rebuild;
     writes through ``.data`` bypass the version counter (call :func:`clear_derived` after them)."""
     try:
@@ -59,42 +59,6 @@ def clear_derived(module: nn.Module) -> None:
     """Drop every weight :func:`derived` memoised on ``module`` and its submodules."""
     for m in module.modules():
         m.__dict__.pop("_derived_cache", None)
-
-
-def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode BatchNorm as ``y = x * scale + shift`` per channel: (scale [C], shift [C])."""
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    return scale, bn.bias - bn.running_mean * scale
-
-
-def _bn_sources(bn) -> tuple:
-    return (bn.weight, bn.bias, bn.running_mean, bn.running_var)
-
-
-def folded_conv_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm, memory_format=torch.contiguous_format):
-    """(weight, bias) of ``bn(conv(x))`` as one convolution, for inference (no gradient):
-    ``weight = W * scale`` per output channel, ``bias = (b - mean) * scale + beta``. The weight
-    is laid out in ``memory_format``. Memoised on ``conv`` (:func:`derived`)."""
-
-    def build():
-        scale, shift = bn_affine(bn)
-        w = (conv.weight * scale.reshape(-1, 1, 1, 1)).contiguous(memory_format=memory_format)
-        b = shift if conv.bias is None else conv.bias * scale + shift
-        return w, b
-
-    srcs = (conv.weight,) + (() if conv.bias is None else (conv.bias,)) + _bn_sources(bn)
-    return derived(conv, f"bn_folded_{memory_format}", srcs, build)
-
-
-def folded_bn_linear(bn: nn.modules.batchnorm._BatchNorm, linear: nn.Linear):
-    """(weight, bias) of ``linear(bn(x))`` as one Linear, for inference (no gradient):
-    ``weight = W * scale`` per input feature, ``bias = b + W @ shift``. Memoised on ``linear``."""
-
-    def build():
-        scale, shift = bn_affine(bn)
-        return linear.weight * scale, linear.bias + linear.weight @ shift
-
-    return derived(linear, "bn_folded", (linear.weight, linear.bias) + _bn_sources(bn), build)
 
 
 def conv_weight(conv: nn.Conv2d, memory_format) -> torch.Tensor:
