@@ -34,9 +34,27 @@ def _register_model_folder() -> None:
         pass
 
 
+def _install_samples() -> None:
+    """The templates' sample inputs into ComfyUI/input/ (missing files only; see nodes/_samples.py)."""
+    from .nodes._samples import DISABLE_ENV, install_sample_inputs
+
+    if os.environ.get(DISABLE_ENV) == "1":
+        return
+    try:
+        copied = install_sample_inputs(folder_paths.get_input_directory())
+    except OSError as e:  # a read-only or full input folder must not stop ComfyUI
+        print(f"[ComfyUI-PD-FGC] could not copy the sample inputs to the input folder: {e}")
+        return
+    if copied:
+        print(f"[ComfyUI-PD-FGC] copied {len(copied)} sample input(s) for the templates into the input folder")
+
+
 if folder_paths is not None:
     _register_model_folder()
+    _install_samples()
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+WEB_DIRECTORY = "./web"  # web/pdfgc_notes.js: node info and warnings shown on the node
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -25,11 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pdfgc_core.networks.generator import (  # noqa: E402
-    CHECKPOINT_CONSTANT_BUFFERS,
-    UNUSED_CHECKPOINT_PREFIXES,
-    Generator,
-)
+from pdfgc_core.networks import is_unused_checkpoint_key  # noqa: E402
+from pdfgc_core.networks.generator import CHECKPOINT_CONSTANT_BUFFERS, STYLE_DIM, Generator  # noqa: E402
 
 
 def build(weights: str | None, device: str) -> Generator:
@@ -39,7 +36,7 @@ def build(weights: str | None, device: str) -> Generator:
         sd = {
             k: v
             for k, v in sd.items()
-            if not k.startswith(UNUSED_CHECKPOINT_PREFIXES) and k not in CHECKPOINT_CONSTANT_BUFFERS
+            if not is_unused_checkpoint_key("generator", k) and k not in CHECKPOINT_CONSTANT_BUFFERS
         }
         gen.load_state_dict(sd, strict=True)
     return gen.to(device)
@@ -82,7 +79,7 @@ def run(device: str, batches, repeats: int, weights: str | None, layouts: bool, 
     labels = [v[0] for v in variants(device, layouts)]
     print(f"{'batch':>5}  " + "  ".join(f"{lab + ' ms/frame':>22}" for lab in labels) + "  speed-up (ref/fast)")
     for b in batches:
-        style = torch.randn(b, 2590, generator=gen_rng).to(device)
+        style = torch.randn(b, STYLE_DIM, generator=gen_rng).to(device)
         calls = {}
         for label, impl, amp, fmt in variants(device, layouts):
 

@@ -55,16 +55,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pdfgc_core import images, media, pipeline  # noqa: E402
-from pdfgc_core.engine import Engine, auto_batch_size  # noqa: E402
-from pdfgc_core.factors import Factor, PostProcess, assemble_motion  # noqa: E402
+from pdfgc_core.audio import QUALITIES  # noqa: E402
+from pdfgc_core.engine import DRIVER_HEADS, DTYPES, Engine, auto_batch_size  # noqa: E402
+from pdfgc_core.factors import DEFAULT_FPS, Factor, PostProcess, assemble_motion  # noqa: E402
 
 SAMPLES = REPO / "samples"
 APPEARANCE = SAMPLES / "anne.png"
 SPEECH = SAMPLES / "speech.mp3"
-DRIVER_DIRS = {h: SAMPLES / "drivers" / h for h in ("pose", "eye", "expression")}
+DRIVER_DIRS = {h: SAMPLES / "drivers" / h for h in DRIVER_HEADS}
 OFFICIAL_ORDER = ("pose", "expression", "eye")  # the official 24-image motion batch
 TOL = 1e-4
-FPS = 25.0
+FPS = DEFAULT_FPS
 CHILD_MARK = "@@BENCH@@"
 STAGES = ("appearance", "audio", "motion", "generator", "other")
 
@@ -264,22 +265,19 @@ def reference_path(
     settings = settings_for(frames, 8)
     batch = 8
     with torch.no_grad():
-        app = images.to_network(images.official_crop(images.read_image(APPEARANCE))[None]).to(device)
+        app = images.prepare_batch(images.read_image(APPEARANCE)[None]).to(device)
         id_vec, id_map = models.appearance(app)
         windows = pipeline.mouth_windows(audio, settings)
         n = windows.shape[0]
         streams = {}
         for head in OFFICIAL_ORDER:  # official: every file of every folder, decoded and held
             files = media.list_frame_files(DRIVER_DIRS[head])[pipeline.OFFICIAL_SKIP :]
-            crops = np.stack([images.official_crop(images.read_image(f)) for f in files])
-            streams[head] = images.to_network(crops, channels_last=True)
+            streams[head] = images.prepare_batch([images.read_image(f) for f in files], channels_last=True)
         raw = {h: [] for h in ("mouth", *OFFICIAL_ORDER)}
         for s in range(0, n, batch):
             b = min(batch, n - s)
             x = torch.cat([streams[h][[(s + k) % streams[h].shape[0] for k in range(b)]] for h in OFFICIAL_ORDER])
-            out = models.motion(
-                x.to(device).contiguous(memory_format=torch.channels_last), heads=("pose", "eye", "expression")
-            )
+            out = models.motion(x.to(device).contiguous(memory_format=torch.channels_last), heads=DRIVER_HEADS)
             for i, h in enumerate(OFFICIAL_ORDER):
                 raw[h].append(out[h][i * b : (i + 1) * b].float().cpu())
             raw["mouth"].append(models.audio(windows[s : s + b].to(device)).float().cpu())
@@ -319,7 +317,7 @@ def fast_path(
         t0 = time.perf_counter()
         p = pipeline.plan(engine, APPEARANCE, audio, drivers, settings)
         t_plan = time.perf_counter() - t0
-        for chunk in pipeline.frames_u8(engine, p, settings):
+        for chunk in pipeline.frames_u8(engine, p):
             u8.append(chunk)
     finally:
         del engine.generate
@@ -360,7 +358,7 @@ def speed(args, models, device: torch.device, tmp: Path) -> None:
     audio = audio_for(frames, tmp)
     print(
         f"\n== reference vs fast path: {frames} frames, fp32, batch 8, audio {audio.name}, "
-        f"drivers {', '.join(f'{h} {len(media.list_frame_files(d)) - 2}' for h, d in DRIVER_DIRS.items())} "
+        f"drivers {', '.join(f'{h} {len(media.list_frame_files(d)) - pipeline.OFFICIAL_SKIP}' for h, d in DRIVER_DIRS.items())} "
         f"frames (looped) =="
     )
     engine = Engine(models, device=device, precision="fp32", compile=args.compile)
@@ -406,7 +404,7 @@ def speed(args, models, device: torch.device, tmp: Path) -> None:
     )
     print(
         f"  motion images encoded: reference {3 * n} (pose, expression and eye images of every frame), fast "
-        f"{sum(min(n, len(media.list_frame_files(d)) - 2) for d in DRIVER_DIRS.values())} (each distinct image once)"
+        f"{sum(min(n, len(media.list_frame_files(d)) - pipeline.OFFICIAL_SKIP) for d in DRIVER_DIRS.values())} (each distinct image once)"
     )
     if mx > TOL:
         raise SystemExit(f"fast path differs from the reference path by {mx:.3g} > {TOL:g}")
@@ -612,7 +610,7 @@ def main() -> None:
         "--precision",
         nargs="+",
         default=[],
-        choices=["fp32", "bf16", "fp16"],
+        choices=list(DTYPES),
         help="fast-path sweep over these precisions (CUDA autocast), compared with fp32",
     )
     ap.add_argument("--batch", nargs="+", default=None, help="sweep batch sizes (ints or 'auto')")
@@ -621,7 +619,7 @@ def main() -> None:
     ap.add_argument(
         "--audio-quality",
         default="official",
-        choices=["official", "fast"],
+        choices=QUALITIES,
         help="resampler in the sweep (official resampy or soxr)",
     )
     ap.add_argument("--compile", action="store_true", help="torch.compile the generator (Engine(compile=True))")
@@ -643,7 +641,7 @@ def main() -> None:
     if args.batch is None:
         args.batch = ["8"] if device.type == "cpu" else ["8", "32", "64", "auto"]
     if device.type == "cuda" and not args.precision:
-        args.precision = ["fp32", "bf16", "fp16"]
+        args.precision = list(DTYPES)
     print(f"bench_pipeline  {time.strftime('%Y-%m-%d %H:%M')}  load average {load_avg()}")
     for line in device_info(device):
         print("  " + line)

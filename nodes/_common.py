@@ -18,18 +18,32 @@ try:
     from ..pdfgc_core.checkpoints import PDFGCModels
     from ..pdfgc_core.engine import Engine
     from ..pdfgc_core.errors import InputError
+    from ..pdfgc_core.factors import DEFAULT_FPS
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
     from pdfgc_core import images as core_images
     from pdfgc_core.checkpoints import PDFGCModels
     from pdfgc_core.engine import Engine
     from pdfgc_core.errors import InputError
+    from pdfgc_core.factors import DEFAULT_FPS
 
 log = logging.getLogger("pdfgc")
 
 # Socket types between our nodes (names are part of saved workflows: never rename them).
 MODEL = "PDFGC_MODEL"  # ModelHandle
 APPEARANCE = "PDFGC_APPEARANCE"  # pdfgc_core.engine.Appearance (id_vector [1,2048], id_map [1,512,7,7])
-FACTOR = "PDFGC_FACTOR"  # pdfgc_core.factors.Factor (kind, values [T,D] float32 CPU, fps)
+FACTOR = "PDFGC_FACTOR"  # pdfgc_core.factors.Factor (kind, values [T,D] float32 CPU, fps), any kind
+# Kind-specific socket types: encoders output them and Combine Motion's inputs take only their own
+# kind (or a generic factor, checked when the node runs), so the UI refuses an eye factor in the
+# mouth input. The generic factor operations take every kind and output FACTOR.
+KIND_TYPES = {"mouth": "PDFGC_MOUTH", "expression": "PDFGC_EXPRESSION", "eye": "PDFGC_EYE", "pose": "PDFGC_POSE"}
+ANY_FACTOR = ",".join([FACTOR, *KIND_TYPES.values()])
+
+
+def kind_input(kind: str) -> str:
+    """The socket type of an input that takes factors of one kind: that kind's type or FACTOR."""
+    return f"{KIND_TYPES[kind]},{FACTOR}"
+
+
 MOTION = "PDFGC_MOTION"  # torch float32 CPU [T,542] = [mouth 500 | expression 30 | eye 6 | pose 6]
 
 CATEGORY = "PD-FGC"
@@ -38,11 +52,11 @@ MAX_FRAMES = 1_000_000
 FPS_INPUT = (
     "FLOAT",
     {
-        "default": 25.0,
+        "default": DEFAULT_FPS,
         "min": 1.0,
         "max": 240.0,
         "step": 0.001,
-        "tooltip": "Frame rate of these frames. PD-FGC's audio windows and the official pipeline use 25.",
+        "tooltip": f"Frame rate of these frames. PD-FGC's audio windows and the official pipeline use {DEFAULT_FPS:g}.",
     },
 )
 
@@ -168,3 +182,16 @@ def progress_cb(progress: Progress) -> Callable[[int], None]:
         check_interrupt()
 
     return cb
+
+
+def node_notes(text: str | None = None, warnings: list[str] | tuple[str, ...] = ()) -> dict:
+    """The ``ui`` part of a node's return value that web/pdfgc_notes.js shows on the node: ``text``
+    in a read-only box, ``warnings`` above it with the node turned red (also logged here)."""
+    for w in warnings:
+        log.warning(w)
+    ui = {}
+    if text:
+        ui["text"] = [text]
+    if warnings:
+        ui["pdfgc_warning"] = list(warnings)
+    return ui

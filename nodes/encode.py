@@ -8,27 +8,35 @@ import torch
 from ._common import (
     APPEARANCE,
     CATEGORY,
-    FACTOR,
     FPS_INPUT,
+    KIND_TYPES,
     MAX_FRAMES,
     MODEL,
     Progress,
     check_interrupt,
     image_count,
+    log,
     network_batches,
+    node_notes,
     progress_cb,
 )
 
 try:
     from ..pdfgc_core import audio as core_audio
+    from ..pdfgc_core import images as core_images
+    from ..pdfgc_core.audio import AUDIO_LEAD_SECONDS
+    from ..pdfgc_core.engine import DRIVER_HEADS
     from ..pdfgc_core.errors import InputError
+    from ..pdfgc_core.faces.align import alignment_problems
     from ..pdfgc_core.images import CROPS
-    from ..pdfgc_core.pipeline import AUDIO_LEAD_SECONDS
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
     from pdfgc_core import audio as core_audio
+    from pdfgc_core import images as core_images
+    from pdfgc_core.audio import AUDIO_LEAD_SECONDS
+    from pdfgc_core.engine import DRIVER_HEADS
     from pdfgc_core.errors import InputError
+    from pdfgc_core.faces.align import alignment_problems
     from pdfgc_core.images import CROPS
-    from pdfgc_core.pipeline import AUDIO_LEAD_SECONDS
 
 CROP_INPUT = (
     list(CROPS),
@@ -73,6 +81,30 @@ def encode_heads(model, images, heads: tuple[str, ...], crop: str, skip_first: i
     )
 
 
+def alignment_notes(images, node: str) -> dict:
+    """Node notes warning when a sample of ``images`` shows no face or one not aligned to the
+    PD-FGC crop (encoding still runs: the warning names PD-FGC Align Faces as the fix)."""
+    try:
+        n = len(images)
+        picks = sorted({0, n // 2, n - 1})
+        problems = [
+            p
+            for i in picks
+            for p in alignment_problems(
+                core_images.comfy_to_u8(images[i : i + 1]), name=f"image {i}" if n > 1 else "image"
+            )
+        ]
+    except Exception as e:  # the check must never stop an encoding
+        log.info("%s: alignment check skipped (%s)", node, e)
+        return {}
+    warnings = [
+        f"{node}: {p}. PD-FGC expects faces framed like its 224x224 crops: put PD-FGC Align Faces before "
+        "this node (or check the picture)."
+        for p in problems
+    ]
+    return node_notes(None, warnings)
+
+
 class PDFGC_EncodeAppearance:
     DESCRIPTION = (
         "Encodes the portrait to animate: who the person is, the background and the lighting. Give a "
@@ -99,7 +131,10 @@ class PDFGC_EncodeAppearance:
         what = "PD-FGC Encode Appearance: image"
         image_count(image, what)
         x = next(network_batches(image[:1], crop, what))
-        return (model.engine().encode_appearance(x),)
+        return {
+            "ui": alignment_notes(image[:1], "PD-FGC Encode Appearance"),
+            "result": (model.engine().encode_appearance(x),),
+        }
 
 
 class PDFGC_EncodeLips:
@@ -111,7 +146,7 @@ class PDFGC_EncodeLips:
     )
     CATEGORY = f"{CATEGORY}/encode"
     FUNCTION = "encode"
-    RETURN_TYPES = (FACTOR, "INT", "FLOAT", "AUDIO")
+    RETURN_TYPES = (KIND_TYPES["mouth"], "INT", "FLOAT", "AUDIO")
     RETURN_NAMES = ("mouth", "frame_count", "fps", "audio")
     OUTPUT_TOOLTIPS = (
         "The mouth factor (500 values per frame).",
@@ -137,11 +172,12 @@ class PDFGC_EncodeLips:
                 "fps": (
                     "FLOAT",
                     {
-                        "default": 25.0,
+                        "default": core_audio.OFFICIAL_FPS,
                         "min": 1.0,
                         "max": 120.0,
                         "step": 0.001,
-                        "tooltip": "Video frame rate; one mouth frame per 1/fps seconds. The model was trained at 25.",
+                        "tooltip": "Video frame rate; one mouth frame per 1/fps seconds. The model was trained at "
+                        f"{core_audio.OFFICIAL_FPS:g}.",
                     },
                 ),
                 "quality": (
@@ -222,7 +258,7 @@ class _EncodeDriver:
 
     def encode(self, model, images, crop, skip_first, fps):
         factors = encode_heads(model, images, (self.HEAD,), crop, skip_first, fps, f"PD-FGC {self.LABEL}: images")
-        return (factors[self.HEAD],)
+        return {"ui": alignment_notes(images, f"PD-FGC {self.LABEL}"), "result": (factors[self.HEAD],)}
 
 
 class PDFGC_EncodePose(_EncodeDriver):
@@ -231,7 +267,7 @@ class PDFGC_EncodePose(_EncodeDriver):
         "the motion encoder runs."
     )
     HEAD, LABEL = "pose", "Encode Pose"
-    RETURN_TYPES = (FACTOR,)
+    RETURN_TYPES = (KIND_TYPES["pose"],)
     RETURN_NAMES = ("pose",)
     OUTPUT_TOOLTIPS = ("The pose factor (6 values per frame).",)
 
@@ -242,7 +278,7 @@ class PDFGC_EncodeEyes(_EncodeDriver):
         "motion encoder runs. PD-FGC Split Eyes separates blink from gaze."
     )
     HEAD, LABEL = "eye", "Encode Eyes"
-    RETURN_TYPES = (FACTOR,)
+    RETURN_TYPES = (KIND_TYPES["eye"],)
     RETURN_NAMES = ("eye",)
     OUTPUT_TOOLTIPS = ("The eye factor (6 values per frame: 0, 1, 4, 5 blink; 2, 3 gaze).",)
 
@@ -254,7 +290,7 @@ class PDFGC_EncodeExpression(_EncodeDriver):
         "one-frame expression, held by Combine Motion."
     )
     HEAD, LABEL = "expression", "Encode Expression"
-    RETURN_TYPES = (FACTOR,)
+    RETURN_TYPES = (KIND_TYPES["expression"],)
     RETURN_NAMES = ("expression",)
     OUTPUT_TOOLTIPS = ("The expression factor (30 values per frame).",)
 
@@ -265,14 +301,13 @@ class PDFGC_EncodeMotion(_EncodeDriver):
         "the motion encoder once). Use the single encoders to take them from different videos."
     )
     LABEL = "Encode Motion"
-    RETURN_TYPES = (FACTOR, FACTOR, FACTOR)
+    RETURN_TYPES = tuple(KIND_TYPES[h] for h in DRIVER_HEADS)
     RETURN_NAMES = ("pose", "eye", "expression")
     OUTPUT_TOOLTIPS = ("The pose factor.", "The eye factor.", "The expression factor.")
 
     def encode(self, model, images, crop, skip_first, fps):
-        heads = ("pose", "eye", "expression")
-        f = encode_heads(model, images, heads, crop, skip_first, fps, "PD-FGC Encode Motion: images")
-        return tuple(f[h] for h in heads)
+        f = encode_heads(model, images, DRIVER_HEADS, crop, skip_first, fps, "PD-FGC Encode Motion: images")
+        return {"ui": alignment_notes(images, "PD-FGC Encode Motion"), "result": tuple(f[h] for h in DRIVER_HEADS)}
 
 
 NODE_CLASS_MAPPINGS = {
@@ -285,7 +320,7 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PDFGC_EncodeAppearance": "PD-FGC Encode Appearance",
-    "PDFGC_EncodeLips": "PD-FGC Encode Lips (audio)",
+    "PDFGC_EncodeLips": "PD-FGC Encode Lips (audio, lip sync)",
     "PDFGC_EncodePose": "PD-FGC Encode Pose",
     "PDFGC_EncodeEyes": "PD-FGC Encode Eyes",
     "PDFGC_EncodeExpression": "PD-FGC Encode Expression",

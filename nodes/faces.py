@@ -12,8 +12,10 @@ import torch
 
 try:
     from ..pdfgc_core import faces as core
+    from ..pdfgc_core.images import u8_to_comfy
 except ImportError:  # loaded outside the pack package (tests, scripts)
     from pdfgc_core import faces as core
+    from pdfgc_core.images import u8_to_comfy
 
 CROP_INFO = "PDFGC_CROP_INFO"
 
@@ -143,7 +145,7 @@ class PDFGC_AlignFaces:
             name="PD-FGC Align Faces: image",
             progress=_progress(len(image)),
         )
-        return torch.from_numpy(crops).to(torch.float32).div_(255.0), info
+        return u8_to_comfy(crops), info
 
 
 class PDFGC_PasteBack:

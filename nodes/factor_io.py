@@ -3,20 +3,24 @@ share a head motion, an expression or a lip track."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
-from ._common import CATEGORY, FACTOR
+from ._common import ANY_FACTOR, CATEGORY, FACTOR
 
 try:
     from ..pdfgc_core import factors as core
     from ..pdfgc_core.checkpoints import safetensors_metadata
     from ..pdfgc_core.errors import InputError, MediaError
+    from ..pdfgc_core.media import list_files
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
     from pdfgc_core import factors as core
     from pdfgc_core.checkpoints import safetensors_metadata
     from pdfgc_core.errors import InputError, MediaError
+    from pdfgc_core.media import list_files
 
+log = logging.getLogger("pdfgc")
 EXT = ".safetensors"
 OUTPUT_TAG = " [output]"
 NO_FILES = "(no factor files in input/ or output/)"
@@ -29,22 +33,27 @@ def _folder_paths():
     return folder_paths
 
 
-def _is_factor_file(path: str) -> bool:
+FACTOR_HEADER_MAX = 1 << 20
+"""Header bytes read to recognise a factor file while listing (a factor file's header is under 1 KB)."""
+
+
+def _is_factor_file(path) -> bool:
     try:
-        return safetensors_metadata(path).get("format") == core.FILE_FORMAT
+        return safetensors_metadata(path, max_header=FACTOR_HEADER_MAX).get("format") == core.FILE_FORMAT
     except (OSError, ValueError):
         return False
 
 
 def _factor_files(root: str) -> list[str]:
-    """Relative "/" paths of the factor files under ``root`` (recursive)."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if name.endswith(EXT) and _is_factor_file(os.path.join(dirpath, name)):
-                out.append(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
-    return sorted(out)
+    """Relative "/" paths of the factor files under ``root`` (recursive, bounded: see
+    ``pdfgc_core.media.list_files``; a partial listing is logged)."""
+    try:
+        found = list_files(root, (EXT,), recursive=True, accept=_is_factor_file)
+    except MediaError:
+        return []  # no such folder (yet), or unreadable
+    if found.stopped:
+        log.warning("PD-FGC Load Factor lists only part of %s: %s.", root, found.stopped)
+    return found.files
 
 
 def list_factor_files() -> list[str]:
@@ -95,7 +104,7 @@ class PDFGC_SaveFactor:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "factor": (FACTOR, {"tooltip": "The factor to save."}),
+                "factor": (ANY_FACTOR, {"tooltip": "The factor to save."}),
                 "filename_prefix": (
                     "STRING",
                     {

@@ -3,11 +3,9 @@ Combine Motion, which assembles the generator's per-frame motion input."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ._common import CATEGORY, FACTOR, MAX_FRAMES, MOTION
+from ._common import ANY_FACTOR, CATEGORY, FACTOR, KIND_TYPES, MAX_FRAMES, MOTION, kind_input
 
 try:
     from ..pdfgc_core import factors as core
@@ -17,8 +15,9 @@ except ImportError:  # ``nodes`` imported as a top-level package, not inside the
     from pdfgc_core.errors import InputError
 
 OPS = f"{CATEGORY}/factors"
+MIX_MODES = ("constant", "ramp")
 FACTOR_INPUT = (
-    FACTOR,
+    ANY_FACTOR,
     {"tooltip": "A motion factor (mouth, pose, eye or expression) from a PD-FGC encoder or another factor node."},
 )
 FIT_INPUT = (
@@ -30,10 +29,6 @@ FIT_INPUT = (
         "shorten; an error if it is too short).",
     },
 )
-
-
-def _a(kind: str) -> str:
-    return ("an " if kind[:1] in "aeiou" else "a ") + kind
 
 
 def _factor(f, what: str):
@@ -105,10 +100,10 @@ class PDFGC_MixFactors(_Op):
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "a": (FACTOR, {"tooltip": "The factor at t = 0."}),
-                "b": (FACTOR, {"tooltip": "The factor at t = 1 (same kind as a)."}),
+                "a": (ANY_FACTOR, {"tooltip": "The factor at t = 0."}),
+                "b": (ANY_FACTOR, {"tooltip": "The factor at t = 1 (same kind as a)."}),
                 "mode": (
-                    ["constant", "ramp"],
+                    list(MIX_MODES),
                     {"default": "ramp", "tooltip": "constant: t for every frame. ramp: from start to end."},
                 ),
                 "t": (
@@ -166,7 +161,7 @@ class PDFGC_MixFactors(_Op):
         elif mode == "ramp":
             w = core.ramp(n, float(start), float(end), curve=curve)
         else:
-            raise InputError(f"PD-FGC Mix Factors: mode {mode!r} is not 'constant' or 'ramp'.")
+            raise InputError(f"PD-FGC Mix Factors: mode {mode!r} is not one of {', '.join(MIX_MODES)}.")
         return (core.mix(a, b, w, fit=fit),)
 
 
@@ -178,13 +173,13 @@ class PDFGC_SplitEyes:
     )
     CATEGORY = OPS
     FUNCTION = "split"
-    RETURN_TYPES = (FACTOR, FACTOR)
+    RETURN_TYPES = (KIND_TYPES["eye"], KIND_TYPES["eye"])
     RETURN_NAMES = ("blink", "gaze")
     OUTPUT_TOOLTIPS = ("Eye factor with only the blink dims.", "Eye factor with only the gaze dims.")
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"eye": (FACTOR, {"tooltip": "An eye factor (PD-FGC Encode Eyes)."})}}
+        return {"required": {"eye": (kind_input("eye"), {"tooltip": "An eye factor (PD-FGC Encode Eyes)."})}}
 
     def split(self, eye):
         return core.split_eye(_factor(eye, "PD-FGC Split Eyes: eye"))
@@ -193,13 +188,14 @@ class PDFGC_SplitEyes:
 class PDFGC_MergeEyes(_Op):
     DESCRIPTION = "An eye factor with the blink dims of one eye factor and the gaze dims of another."
     FUNCTION = "merge"
+    RETURN_TYPES = (KIND_TYPES["eye"],)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "blink": (FACTOR, {"tooltip": "Eye factor giving the blinks (dims 0, 1, 4, 5)."}),
-                "gaze": (FACTOR, {"tooltip": "Eye factor giving the gaze (dims 2, 3)."}),
+                "blink": (kind_input("eye"), {"tooltip": "Eye factor giving the blinks (dims 0, 1, 4, 5)."}),
+                "gaze": (kind_input("eye"), {"tooltip": "Eye factor giving the gaze (dims 2, 3)."}),
                 "fit": FIT_INPUT,
             }
         }
@@ -243,7 +239,7 @@ class PDFGC_SmoothFactor(_Op):
                     },
                 ),
                 "edge": (
-                    ["replicate", "official"],
+                    list(core.EDGE_MODES),
                     {
                         "default": "replicate",
                         "tooltip": "replicate: repeat the first / last frame beyond the ends. official: as the official "
@@ -332,10 +328,16 @@ class PDFGC_RetimeFactor(_Op):
                 "factor": FACTOR_INPUT,
                 "fps": (
                     "FLOAT",
-                    {"default": 25.0, "min": 1.0, "max": 240.0, "step": 0.001, "tooltip": "The new frame rate."},
+                    {
+                        "default": core.DEFAULT_FPS,
+                        "min": 1.0,
+                        "max": 240.0,
+                        "step": 0.001,
+                        "tooltip": "The new frame rate.",
+                    },
                 ),
                 "method": (
-                    ["linear", "nearest"],
+                    list(core.RETIME_METHODS),
                     {"default": "linear", "tooltip": "linear interpolation, or the nearest frame."},
                 ),
             }
@@ -391,10 +393,13 @@ class PDFGC_CombineMotion:
                         "Off: the factors reach the generator unchanged.",
                     },
                 ),
-                "mouth_gain": ("FLOAT", {"default": 1.5, **gain, "tooltip": "Mouth gain (official 1.5)."}),
-                "expression_gain": ("FLOAT", {"default": 1.2, **gain, "tooltip": "Expression gain (official 1.2)."}),
-                "eye_gain": ("FLOAT", {"default": 1.2, **gain, "tooltip": "Eye gain (official 1.2)."}),
-                "pose_gain": ("FLOAT", {"default": 1.0, **gain, "tooltip": "Pose gain (official 1.0)."}),
+                **{
+                    f"{kind}_gain": (
+                        "FLOAT",
+                        {"default": g, **gain, "tooltip": f"{kind.capitalize()} gain (official {g:.1f})."},
+                    )
+                    for kind, g in core.OFFICIAL_GAINS.items()
+                },
                 "blink": (
                     "BOOLEAN",
                     {
@@ -408,10 +413,16 @@ class PDFGC_CombineMotion:
                 ),
             },
             "optional": {
-                "mouth": (FACTOR, {"tooltip": "Mouth factor (PD-FGC Encode Lips). Not connected: closed mouth."}),
-                "expression": (FACTOR, {"tooltip": "Expression factor. Not connected: neutral expression."}),
-                "eye": (FACTOR, {"tooltip": "Eye factor. Not connected: open eyes looking ahead."}),
-                "pose": (FACTOR, {"tooltip": "Pose factor. Not connected: the canonical frontal pose."}),
+                "mouth": (
+                    kind_input("mouth"),
+                    {"tooltip": "Mouth factor (PD-FGC Encode Lips). Not connected: closed mouth."},
+                ),
+                "expression": (
+                    kind_input("expression"),
+                    {"tooltip": "Expression factor. Not connected: neutral expression."},
+                ),
+                "eye": (kind_input("eye"), {"tooltip": "Eye factor. Not connected: open eyes looking ahead."}),
+                "pose": (kind_input("pose"), {"tooltip": "Pose factor. Not connected: the canonical frontal pose."}),
             },
         }
 
@@ -432,42 +443,24 @@ class PDFGC_CombineMotion:
         eye=None,
         pose=None,
     ):
-        given = {"mouth": mouth, "expression": expression, "eye": eye, "pose": pose}
-        given = {k: _factor(f, f"PD-FGC Combine Motion: {k}") for k, f in given.items() if f is not None}
-        for kind, f in given.items():
-            if f.kind != kind:
-                raise InputError(
-                    f"PD-FGC Combine Motion: the {kind} input got {_a(f.kind)} factor; connect {_a(kind)} factor there."
-                )
-        if match_fps and given:
-            ref = given["mouth"] if "mouth" in given else next(iter(given.values()))
-            given = {
-                k: (f if math.isclose(f.fps, ref.fps, rel_tol=1e-6) else core.retime(f, ref.fps))
-                for k, f in given.items()
-            }
-        if length > 0:
-            n = int(length)
-        elif "mouth" in given:
-            n = len(given["mouth"])
-        elif given:
-            n = max(len(f) for f in given.values())
-        else:
-            raise InputError(
-                "PD-FGC Combine Motion: connect at least one factor, or set length to the number of "
-                "frames of a still (all-neutral) motion."
-            )
-        post = (
-            core.PostProcess(
-                mouth_gain=float(mouth_gain),
-                expression_gain=float(expression_gain),
-                eye_gain=float(eye_gain),
-                pose_gain=float(pose_gain),
-            )
-            if post_process
-            else core.PostProcess.none()
+        post = core.PostProcess.none()
+        if post_process:
+            gains = {"mouth": mouth_gain, "expression": expression_gain, "eye": eye_gain, "pose": pose_gain}
+            post = core.PostProcess(**{f"{k}_gain": float(g) for k, g in gains.items()})
+        motion = core.combine_motion(
+            mouth,
+            expression,
+            eye,
+            pose,
+            length=int(length) if length > 0 else None,
+            fit=fit,
+            match_fps=bool(match_fps),
+            post=post,
+            blink=bool(blink),
+            gaze=bool(gaze),
+            name="PD-FGC Combine Motion",
         )
-        motion = core.assemble_motion(n, **given, fit=fit, post=post, blink=bool(blink), gaze=bool(gaze))
-        return (motion, n)
+        return (motion, int(motion.shape[0]))
 
 
 NODE_CLASS_MAPPINGS = {

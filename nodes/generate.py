@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from ._common import APPEARANCE, CATEGORY, MODEL, MOTION, Progress, check_interrupt, intermediate_device
+from ._common import APPEARANCE, CATEGORY, MODEL, MOTION, Progress, check_interrupt, intermediate_device, log
 
 try:
+    from ..pdfgc_core import provenance
     from ..pdfgc_core.engine import MOTION_DIM, OFFICIAL_BATCH, Appearance
     from ..pdfgc_core.errors import InputError
     from ..pdfgc_core.images import SIZE, network_to_comfy
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
+    from pdfgc_core import provenance
     from pdfgc_core.engine import MOTION_DIM, OFFICIAL_BATCH, Appearance
     from pdfgc_core.errors import InputError
     from pdfgc_core.images import SIZE, network_to_comfy
@@ -23,7 +25,8 @@ class PDFGC_Generate:
         "Renders the talking head: the portrait's appearance driven by the per-frame motion, "
         f"{SIZE}x{SIZE} pixels per frame, computed batch_size frames at a time (progress bar, Cancel "
         "works between batches). Returns the whole clip as one IMAGE batch, which takes about frames x "
-        f"{SIZE}x{SIZE}x3x4 bytes of memory (600 KB per frame, 1.5 GB for a 100 s clip at 25 fps)."
+        f"{SIZE}x{SIZE}x3x4 bytes of memory (600 KB per frame, 1.5 GB for a 100 s clip at 25 fps). Every "
+        "frame carries an invisible PD-FGC watermark (turn off with watermark = false; docs/PROVENANCE.md)."
     )
     CATEGORY = CATEGORY
     FUNCTION = "generate"
@@ -59,10 +62,20 @@ class PDFGC_Generate:
                         "changes).",
                     },
                 ),
-            }
+            },
+            "optional": {
+                "watermark": (
+                    "BOOLEAN",
+                    {
+                        "default": True,
+                        "tooltip": "Invisible PD-FGC watermark in every frame (marks the clip as AI-generated; "
+                        "PD-FGC Check Provenance finds it). Turning it off is logged.",
+                    },
+                ),
+            },
         }
 
-    def generate(self, model, appearance, motion, batch_size, noise):
+    def generate(self, model, appearance, motion, batch_size, noise, watermark=True):
         what = "PD-FGC Generate"
         if not isinstance(appearance, Appearance):
             raise InputError(
@@ -80,6 +93,8 @@ class PDFGC_Generate:
         progress = Progress(n)
         out = torch.empty((n, SIZE, SIZE, 3), dtype=torch.float32, device=intermediate_device())
         done = 0
+        if not watermark:
+            log.warning("PD-FGC Generate: %s", provenance.OPT_OUT_WARNING)
         for chunk in engine.generate(
             appearance,
             motion,
@@ -88,11 +103,13 @@ class PDFGC_Generate:
             progress=progress.update,
             check_interrupt=check_interrupt,
         ):
-            frames = network_to_comfy(chunk)
-            out[done : done + frames.shape[0]] = frames.to(out.device)
+            frames = network_to_comfy(chunk).to(out.device)
+            if watermark:
+                frames = provenance.embed(frames)  # numpy on the CPU: ~2 ms per frame
+            out[done : done + frames.shape[0]] = frames
             done += frames.shape[0]
         return (out,)
 
 
 NODE_CLASS_MAPPINGS = {"PDFGC_Generate": PDFGC_Generate}
-NODE_DISPLAY_NAME_MAPPINGS = {"PDFGC_Generate": "PD-FGC Generate"}
+NODE_DISPLAY_NAME_MAPPINGS = {"PDFGC_Generate": "PD-FGC Generate (talking head, portrait animation, avatar)"}

@@ -5,21 +5,25 @@ from __future__ import annotations
 import logging
 import os
 
-from ._common import CATEGORY, MODEL, ModelHandle, make_patcher
+from ._common import CATEGORY, MODEL, ModelHandle, make_patcher, node_notes
 
 try:
     from ..pdfgc_core import checkpoints as core
-    from ..pdfgc_core.errors import CheckpointError, InputError
+    from ..pdfgc_core.engine import GENERATOR_IMPLS as IMPLS
+    from ..pdfgc_core.engine import PRECISIONS
+    from ..pdfgc_core.errors import CheckpointError, InputError, MediaError
+    from ..pdfgc_core.media import list_files
 except ImportError:  # ``nodes`` imported as a top-level package, not inside the pack
     from pdfgc_core import checkpoints as core
-    from pdfgc_core.errors import CheckpointError, InputError
+    from pdfgc_core.engine import GENERATOR_IMPLS as IMPLS
+    from pdfgc_core.engine import PRECISIONS
+    from pdfgc_core.errors import CheckpointError, InputError, MediaError
+    from pdfgc_core.media import list_files
 
 log = logging.getLogger("pdfgc")
 
 FOLDER = "pdfgc"
 NO_CHECKPOINTS = "(no checkpoints in models/pdfgc)"
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-IMPLS = ("fast", "reference")
 _FILE_EXTENSIONS = (".safetensors", ".tar")
 _OFFICIAL = frozenset(core.OFFICIAL_FILES.values())
 
@@ -42,17 +46,28 @@ def _roots() -> list[str]:
         return [os.path.join(fp.models_dir, FOLDER)]
 
 
+def _found_names() -> list[str]:
+    """Relative paths of the checkpoint files under every models/pdfgc folder (bounded listing:
+    see ``pdfgc_core.media.list_files``; ComfyUI's own walker follows symlink loops forever)."""
+    names = []
+    for root in _roots():
+        try:
+            found = list_files(root, (*_FILE_EXTENSIONS, ".pth"), recursive=True)
+        except MediaError:
+            continue  # not created yet, or unreadable
+        if found.stopped:
+            log.warning("PD-FGC Load Model lists only part of %s: %s.", root, found.stopped)
+        names += found.files
+    return names
+
+
 def list_checkpoints(names: list[str] | None = None) -> list[str]:
     """Loader choices from the relative file names found under models/pdfgc/ (``names``, default
-    ComfyUI's cached listing): every .safetensors / .tar file, and every folder holding the four
+    a bounded listing of those folders): every .safetensors / .tar file, and every folder holding the four
     official .pth files, shown with a trailing "/" ("./" for models/pdfgc itself). Separators are
     "/" on every OS, so saved workflows are portable."""
     if names is None:
-        fp = _folder_paths()
-        try:
-            names = fp.get_filename_list(FOLDER) if fp is not None else []
-        except KeyError:
-            names = []
+        names = _found_names()
     files, pth_by_folder = set(), {}
     for name in names:
         parts = name.replace("\\", "/").split("/")
@@ -162,8 +177,6 @@ class PDFGC_LoadModel:
                 f"{core.INSTALL_HINT}"
             )
             log.warning("!" * 100)
-            log.warning(banner)
-            log.warning("!" * 100)
             info.insert(0, banner)
         info += [w for w in models.report.warnings if "SYNTHETIC" not in w]
         handle = ModelHandle(
@@ -175,8 +188,9 @@ class PDFGC_LoadModel:
             info=info,
         )
         text = "\n".join(info)
-        return {"ui": {"text": [text]}, "result": (handle, text)}
+        ui = node_notes(text, [banner] if models.synthetic else [])
+        return {"ui": ui, "result": (handle, text)}
 
 
 NODE_CLASS_MAPPINGS = {"PDFGC_LoadModel": PDFGC_LoadModel}
-NODE_DISPLAY_NAME_MAPPINGS = {"PDFGC_LoadModel": "PD-FGC Load Model"}
+NODE_DISPLAY_NAME_MAPPINGS = {"PDFGC_LoadModel": "PD-FGC Load Model (talking head)"}

@@ -1,6 +1,6 @@
 """Audio front end: sound -> mel windows for the audio encoder, as the official code computes them.
 
-The official chain (librosa 0.8.1 + resampy 0.4.3 + lws, see PDFGC.md section 5) is
+The official chain (librosa 0.8.1 + resampy 0.4.3 + lws) is
 
     file -> float32 samples [C, N] at the native rate         (:func:`load_audio`)
          -> mean of the channels [N]                           (:func:`to_mono`)
@@ -45,6 +45,7 @@ MEL_FMAX = 7600.0
 MEL_FPS = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
 WINDOW_FRAMES = 20  # mel frames per audio-net window
 OFFICIAL_FPS = 25.0
+"""The official video frame rate: one audio window per 40 ms (4 mel frames)."""
 
 TARGET_RMS = 0.1
 RMS_FLOOR = 1e-4  # official lower bound of the RMS before normalisation
@@ -65,6 +66,16 @@ MIN_SAMPLES = HOP_LENGTH * (WINDOW_FRAMES - 8) + 1
 """Fewest 16 kHz samples giving one complete window: M = ceil(N/160) + 7 >= 20, i.e. N >= 1921."""
 
 QUALITIES = ("official", "fast")
+"""Resampling to 16 kHz: ``official`` (resampy kaiser_best, bit-exact) or ``fast`` (soxr HQ)."""
+
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 384000
+MAX_CHANNELS = 16
+
+AUDIO_LEAD_SECONDS = 0.08
+"""How far the sound leads the pictures in the official videos: output frame j shows the mouth of
+the speech at video frame j + 2 (2 frames at 25 fps). A video of the frames plays its sound from
+this offset on (``Mp4Writer(audio_offset=...)``; PD-FGC Encode Lips' audio output is cut by it)."""
 
 
 class AudioWarning(UserWarning):
@@ -533,8 +544,24 @@ def iter_mel_windows(
 # ----------------------------------------------------------------------------- full front end
 
 
-def _as_waveform(waveform) -> np.ndarray:
-    """Validate a user waveform -> float32 [C, N] (numpy); integers are scaled to [-1, 1]."""
+def check_sample_rate(sample_rate, what: str = "audio sample rate") -> int:
+    """``sample_rate`` as an int: a whole number of Hz in 1000..384000, else :class:`InputError`."""
+    try:
+        sr = int(sample_rate)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{what} {sample_rate!r} is not a number.") from None
+    if isinstance(sample_rate, bool) or sr != sample_rate or not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise InputError(
+            f"{what} {sample_rate!r} must be a whole number of Hz in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}."
+        )
+    return sr
+
+
+def as_waveform(waveform) -> np.ndarray:
+    """The one waveform validator: [N], [C, N] or [1, C, N] samples (numpy or torch, float in
+    [-1, 1] or integer PCM) -> float32 [C, N] numpy; integers are scaled to [-1, 1]. At most 16
+    channels, channels first. :class:`InputError` for another layout or dtype, no samples,
+    NaN / inf."""
     if torch.is_tensor(waveform):
         t = waveform.detach().cpu()
         try:
@@ -556,11 +583,11 @@ def _as_waveform(waveform) -> np.ndarray:
             f"audio waveform: expected [samples], [channels, samples] or [1, channels, samples], "
             f"got shape {tuple(x.shape)}."
         )
-    if x.shape[0] > 16:
-        hint = " It looks like [samples, channels]: transpose it." if x.shape[1] <= 16 else ""
+    if x.shape[0] > MAX_CHANNELS:
+        hint = " It looks like [samples, channels]: transpose it." if x.shape[1] <= MAX_CHANNELS else ""
         raise InputError(
-            f"audio waveform has {x.shape[0]} channels (shape {tuple(x.shape)}); at most 16 are "
-            f"supported, laid out [channels, samples].{hint}"
+            f"audio waveform has {x.shape[0]} channels (shape {tuple(x.shape)}); at most {MAX_CHANNELS} are "
+            f"supported, channels first ([channels, samples]).{hint}"
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise InputError(f"audio waveform is empty (shape {tuple(x.shape)}). Connect audio that contains sound.")
@@ -601,13 +628,8 @@ def prepare_waveform(
     dtype, NaN/inf, empty, silent (RMS <= ``SILENCE_RMS``) or too short audio. Warns
     (:class:`AudioWarning`) about clipping and a large DC offset, which official mode keeps.
     """
-    x = _as_waveform(waveform)
-    try:
-        sr = int(sample_rate)
-    except (TypeError, ValueError):
-        raise InputError(f"audio sample rate {sample_rate!r} is not a number.") from None
-    if sr != sample_rate or sr < 1000:
-        raise InputError(f"audio sample rate {sample_rate!r} must be a whole number of Hz, at least 1000.")
+    x = as_waveform(waveform)
+    sr = check_sample_rate(sample_rate)
     mono = to_mono(x)
     del x
     clipped = _clipped_fraction(mono)
@@ -656,7 +678,7 @@ def prepare_waveform(
             raise InputError(f"max_seconds {max_seconds!r} is not a number.") from None
         if not math.isfinite(limit) or limit <= 0:
             raise InputError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}.")
-        n = int(round(limit * SAMPLE_RATE))
+        n = int(round(limit * SAMPLE_RATE)) if limit * SAMPLE_RATE < wave.shape[0] else wave.shape[0]  # no inf
         if n < MIN_SAMPLES and n < wave.shape[0]:
             raise InputError(
                 f"max_seconds={limit:g} keeps too little audio; at least {MIN_SAMPLES / SAMPLE_RATE:.4f} s "

@@ -9,29 +9,50 @@ the clip length.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import torch
 
 from .checkpoints import PDFGCModels
 from .errors import InputError
-from .factors import FACTOR_DIMS, MOTION_ORDER, Factor
+from .factors import DEFAULT_FPS, MOTION_DIM, MOTION_ORDER, Factor
+from .networks.appearance import APPEARANCE_DIM
 from .networks.blocks import check_batch
+from .networks.generator import IMPLS as GENERATOR_IMPLS
+from .networks.generator import STYLE_DIM
+from .networks.motion import HEADS
 
 log = logging.getLogger("pdfgc")
 
-MOTION_DIM = sum(FACTOR_DIMS.values())
-APPEARANCE_DIM = 2048
-STYLE_DIM = APPEARANCE_DIM + MOTION_DIM
-DRIVER_HEADS = ("pose", "eye", "expression")
+__all__ = [
+    "APPEARANCE_DIM",
+    "DRIVER_HEADS",
+    "DTYPES",
+    "GENERATOR_IMPLS",
+    "MOTION_DIM",
+    "OFFICIAL_BATCH",
+    "PRECISIONS",
+    "STYLE_DIM",
+    "Appearance",
+    "Engine",
+    "auto_batch_size",
+    "free_memory_mib",
+    "resolve_precision",
+]
+
+DRIVER_HEADS = tuple(HEADS)
+"""The factors a driving video gives, one motion-encoder head each: pose, eye, expression."""
 OFFICIAL_BATCH = 8
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = ("auto", *DTYPES)
+"""Engine precisions: ``auto`` (bf16 / fp16 on CUDA, fp32 elsewhere) or a fixed dtype."""
 
 GENERATOR_MIB_PER_FRAME = {torch.float32: 64, torch.float16: 40, torch.bfloat16: 40}
 """Working memory of one frame in the fast generator path. fp32: measured on CPU (peak RSS ~60 MiB
@@ -72,9 +93,9 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    if precision not in _DTYPES:
-        raise InputError(f"precision {precision!r} is not one of auto, fp32, fp16, bf16")
-    return _DTYPES[precision]
+    if precision not in DTYPES:
+        raise InputError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    return DTYPES[precision]
 
 
 def free_memory_mib(device) -> float:
@@ -146,8 +167,8 @@ class Engine:
         self.models = models
         self.device = torch.device(device) if device is not None else models.device
         self.dtype = resolve_precision(precision, self.device)
-        if impl not in ("fast", "reference"):
-            raise InputError(f"generator implementation {impl!r} is not 'fast' or 'reference'")
+        if impl not in GENERATOR_IMPLS:
+            raise InputError(f"generator implementation {impl!r} is not one of {', '.join(GENERATOR_IMPLS)}")
         self.impl = impl
         if streams != "auto" and not (isinstance(streams, int) and streams >= 1):
             raise InputError(f"streams must be 'auto' or a whole number >= 1, got {streams!r}")
@@ -197,7 +218,9 @@ class Engine:
                         self._pool.shutdown(wait=False)
                     self._pool = ThreadPoolExecutor(streams, thread_name_prefix="pdfgc-stream")
                     self._pool_size = streams
-                return [f.result() for f in [self._pool.submit(run, p) for p in parts]]
+                futures = [self._pool.submit(run, p) for p in parts]
+                wait(futures)  # every stream has stopped before an error (e.g. a cancel) leaves this call
+                return [f.result() for f in futures]
             finally:
                 torch.set_num_threads(threads)
 
@@ -271,7 +294,7 @@ class Engine:
     def encode_mouth(
         self,
         windows: torch.Tensor,
-        fps: float = 25.0,
+        fps: float = DEFAULT_FPS,
         batch_size: int = AUDIO_BATCH,
         progress: Callable[[int], None] | None = None,
     ) -> Factor:
@@ -289,7 +312,7 @@ class Engine:
         self,
         images: torch.Tensor | Iterable[torch.Tensor],
         heads: Sequence[str] = DRIVER_HEADS,
-        fps: float = 25.0,
+        fps: float = DEFAULT_FPS,
         batch_size: int = MOTION_BATCH,
         progress: Callable[[int], None] | None = None,
     ) -> dict[str, Factor]:
@@ -359,7 +382,8 @@ class Engine:
             if check_interrupt:
                 check_interrupt()
             st = self._in(self.style(appearance, motion[s : s + batch_size]))
-            img = self._generate_batch(id_map, st, noise_maps)
+            with self._interruptible(check_interrupt):
+                img = self._generate_batch(id_map, st, noise_maps)
             if self.dtype != torch.float32 and not bool(torch.isfinite(img).all()):
                 log.warning(
                     "generator produced non-finite values in %s; recomputing frames %d-%d in fp32",
@@ -390,6 +414,36 @@ class Engine:
         if self._generator is not gen:  # compiling failed in this batch: redo it exactly as eager runs it
             img = run()
         return img
+
+    @contextlib.contextmanager
+    def _interruptible(self, check_interrupt: Callable[[], None] | None):
+        """While a batch runs, ``check_interrupt`` is also called before each generator layer, so a
+        cancel stops within one layer's time instead of one batch's (seconds on a CPU). Not with
+        ``torch.compile`` (hooks would break the compiled graph). With CPU streams a cancel seen by one
+        stream stops the others at their next layer."""
+        gen = self.models.generator
+        if check_interrupt is None or self._generator is not gen:
+            yield
+            return
+        layers = [m for name, m in gen.named_children() if name not in ("noises",)]
+        layers = [c for m in layers for c in (m.children() if isinstance(m, torch.nn.ModuleList) else [m])]
+        raised: list[BaseException] = []
+
+        def check(*_):  # once one stream is cancelled, the others stop at their next layer too
+            if raised:
+                raise raised[0]
+            try:
+                check_interrupt()
+            except BaseException as e:
+                raised.append(e)
+                raise
+
+        handles = [m.register_forward_pre_hook(check) for m in layers]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
     def _noise(self, noise):
         if noise is None:

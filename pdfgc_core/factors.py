@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .audio import OFFICIAL_FPS
 from .errors import InputError, MediaError
 
 FACTOR_DIMS = {"mouth": 500, "expression": 30, "eye": 6, "pose": 6}
@@ -49,13 +50,15 @@ MOTION_ORDER = ("mouth", "expression", "eye", "pose")
 MOTION_DIM = sum(FACTOR_DIMS.values())  # 542
 EYE_BLINK_DIMS = (0, 1, 4, 5)
 EYE_GAZE_DIMS = (2, 3)
-DEFAULT_FPS = 25.0
+DEFAULT_FPS = OFFICIAL_FPS
+OFFICIAL_GAINS = {"mouth": 1.5, "expression": 1.2, "eye": 1.2, "pose": 1.0}
+"""The official post-processing's gain per factor (:class:`PostProcess` defaults), in MOTION_ORDER."""
 
 FIT_MODES = ("loop", "pingpong", "hold", "truncate")
 SMOOTHING_METHODS = ("none", "box", "gaussian")
-EDGE_MODES = ("official", "replicate")
+EDGE_MODES = ("replicate", "official")
 RAMP_CURVES = ("linear", "smoothstep")
-RETIME_METHODS = ("nearest", "linear")
+RETIME_METHODS = ("linear", "nearest")
 
 FILE_FORMAT = "pdfgc-factor"
 FILE_FORMAT_VERSION = 1
@@ -300,27 +303,25 @@ class PostProcess:
 
     Each factor ``x`` [T, D] becomes ``smoothing.apply(x * gain)``. The defaults are the
     official ones: mouth x1.5 then 3-tap Gaussian (sigma 1, zero-padded edges); pose 3-tap
-    box mean (edges renormalised), gain 1; eye x1.2; expression x1.2. Smoothing fields
+    box mean (edges renormalised), gain 1; eye x1.2; expression x1.2 (:data:`OFFICIAL_GAINS`). Smoothing fields
     accept a :class:`Smoothing` or a method name ("none", "box", "gaussian": window 3,
     sigma 1, official edges).
     """
 
-    mouth_gain: float = 1.5
+    mouth_gain: float = OFFICIAL_GAINS["mouth"]
     mouth_smoothing: Smoothing = Smoothing.gaussian(3, 1.0)
-    expression_gain: float = 1.2
+    expression_gain: float = OFFICIAL_GAINS["expression"]
     expression_smoothing: Smoothing = Smoothing.none()
-    eye_gain: float = 1.2
+    eye_gain: float = OFFICIAL_GAINS["eye"]
     eye_smoothing: Smoothing = Smoothing.none()
-    pose_gain: float = 1.0
+    pose_gain: float = OFFICIAL_GAINS["pose"]
     pose_smoothing: Smoothing = Smoothing.box(3)
 
     def __post_init__(self):
         for kind in MOTION_ORDER:
             g = getattr(self, f"{kind}_gain")
             if not _is_number(g) or not math.isfinite(g):
-                raise InputError(
-                    f"{kind} gain is {g!r}; give a finite number (official: {getattr(PostProcess, f'{kind}_gain')})"
-                )
+                raise InputError(f"{kind} gain is {g!r}; give a finite number (official: {OFFICIAL_GAINS[kind]:g})")
             object.__setattr__(self, f"{kind}_gain", float(g))
             object.__setattr__(
                 self, f"{kind}_smoothing", _as_smoothing(getattr(self, f"{kind}_smoothing"), f"{kind} smoothing")
@@ -656,6 +657,55 @@ def assemble_motion(
     return torch.cat(parts, 1)
 
 
+def combine_motion(
+    mouth: Factor | None = None,
+    expression: Factor | None = None,
+    eye: Factor | None = None,
+    pose: Factor | None = None,
+    *,
+    length: int | None = None,
+    fit: str = "loop",
+    match_fps: bool = True,
+    post: PostProcess | None = None,
+    blink: bool = True,
+    gaze: bool = True,
+    name: str = "combine_motion",
+) -> torch.Tensor:
+    """Up to four factors, each at its own frame rate and length -> the generator's motion input,
+    float32 ``[T, 542]`` (what PD-FGC Combine Motion computes).
+
+    Frame rates: with ``match_fps``, every factor whose fps differs from the reference one (the
+    mouth's, else the first given in :data:`MOTION_ORDER`) is resampled to it (:func:`retime`,
+    linear); without it, frames are matched one to one. Length T: ``length`` if given (>= 1),
+    else the mouth's frame count (after the fps matching), else the longest factor's. Then
+    :func:`assemble_motion` (fit each to T with ``fit``, ``post`` once, eye masks). A missing
+    factor is zero; with no factor at all ``length`` is required (a still, all-neutral motion).
+    ``name`` prefixes error messages.
+    """
+    given = {"mouth": mouth, "expression": expression, "eye": eye, "pose": pose}
+    given = {k: f for k, f in given.items() if f is not None}
+    for kind, f in given.items():
+        if not isinstance(f, Factor):
+            raise InputError(f"{name}: the {kind} input must be a PD-FGC factor, got {type(f).__name__}")
+        if f.kind != kind:
+            raise InputError(f"{name}: the {kind} input got {_a(f.kind)} factor; connect {_a(kind)} factor there")
+    if match_fps and given:
+        ref = next(iter(given.values())).fps  # the mouth's if given: MOTION_ORDER starts with it
+        given = {k: f if math.isclose(f.fps, ref, rel_tol=1e-6) else retime(f, ref) for k, f in given.items()}
+    if length is not None:
+        n = _check_length(length, f"{name}: length")
+    elif "mouth" in given:
+        n = len(given["mouth"])
+    elif given:
+        n = max(len(f) for f in given.values())
+    else:
+        raise InputError(
+            f"{name}: connect at least one factor, or set length to the number of frames of a still "
+            "(all-neutral) motion"
+        )
+    return assemble_motion(n, **given, fit=fit, post=post, blink=bool(blink), gaze=bool(gaze))
+
+
 # --------------------------------------------------------------------------- persistence
 
 
@@ -752,6 +802,7 @@ __all__ = [
     "FIT_MODES",
     "MOTION_DIM",
     "MOTION_ORDER",
+    "OFFICIAL_GAINS",
     "RAMP_CURVES",
     "RETIME_METHODS",
     "SMOOTHING_METHODS",
@@ -760,6 +811,7 @@ __all__ = [
     "Smoothing",
     "add",
     "assemble_motion",
+    "combine_motion",
     "concat",
     "fit_indices",
     "fit_length",

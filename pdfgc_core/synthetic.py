@@ -59,10 +59,11 @@ def _generator_tensor(key: str, shape, g: torch.Generator) -> torch.Tensor:
 
 
 def synthetic_state_dicts(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
-    """``{network: state_dict}`` with our modules' keys and shapes, deterministic in ``seed``."""
+    """``{network: state_dict}`` with our modules' keys and shapes (optional heads included),
+    deterministic in ``seed``."""
     out = {}
     for net in NETWORKS:
-        module = build_network(net)
+        module = build_network(net, optional=True)  # optional heads too (the mouth head, for exports)
         owners = {name: m for name, m in module.named_modules()}
         sd = {}
         for key, ref in module.state_dict().items():

@@ -1,11 +1,11 @@
 """Builds example_workflows/*.json (the UI format the ComfyUI frontend saves) from the API-format
 graphs below, which are the one source of truth for the shipped workflows.
 
-    python scripts/build_workflows.py            # rewrite example_workflows/*.json
+    python scripts/build_workflows.py            # rewrite example_workflows/*.json and their .jpg screenshots
     python scripts/build_workflows.py --check    # exit 1 if a shipped file differs from a fresh build
 
 The conversion runs in the real frontend (headless Chromium against a ComfyUI 0.3.75 started by
-tests/comfy_harness.py): ``app.loadApiJson`` builds the graph, the nodes are laid out in the
+tests/comfy_harness): ``app.loadApiJson`` builds the graph, the nodes are laid out in the
 columns given here, a Note with instructions is added, and ``app.graph.serialize()`` is what gets
 written, so widget order, upload widgets and link records are exactly what the frontend expects.
 Before writing, the result is converted back with :func:`ui_to_api` and by the frontend's own
@@ -25,22 +25,23 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from pdfgc_core.factors import DEFAULT_FPS, OFFICIAL_GAINS  # noqa: E402
+
 SAMPLES = REPO / "samples"
 OUT_DIR = REPO / "example_workflows"
 
 CHECKPOINT = "checkpoints.tar"  # what users have after downloading the official checkpoints
 VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}  # frontend-only, never in a prompt
 
-# Files the workflows load from ComfyUI/input/: name -> how write_workflow_inputs makes it.
-INPUT_FILES = {
-    "anne.png": ("copy", "anne.png"),
-    "speech.mp3": ("copy", "speech.mp3"),
-    "pdfgc_pose.mp4": ("video", "drivers/pose"),
-    "pdfgc_eye.mp4": ("video", "drivers/eye"),
-    "pdfgc_expression.mp4": ("video", "drivers/expression"),
-    "pdfgc_expression.jpg": ("copy", "drivers/expression/000006.jpg"),
-}
-VIDEO_FPS = 25
+# Files the workflows load from ComfyUI/input/: the pack's sample inputs (nodes/_samples.py), which
+# ComfyUI gets at start-up, so every template runs as shipped.
+from nodes._samples import SAMPLE_INPUTS, install_sample_inputs  # noqa: E402
+
+INPUT_FILES = SAMPLE_INPUTS
+VIDEO_FPS = int(DEFAULT_FPS)
 
 SETUP = (
     "Checkpoints: put the official PD-FGC checkpoints.tar (or a folder with the four .pth files, or a "
@@ -63,10 +64,7 @@ def _combine(**factors):
         "fit": "loop",
         "match_fps": True,
         "post_process": True,
-        "mouth_gain": 1.5,
-        "expression_gain": 1.2,
-        "eye_gain": 1.2,
-        "pose_gain": 1.0,
+        **{f"{kind}_gain": gain for kind, gain in OFFICIAL_GAINS.items()},
         "blink": True,
         "gaze": True,
     }
@@ -74,7 +72,8 @@ def _combine(**factors):
     return {"class_type": "PDFGC_CombineMotion", "inputs": inputs}
 
 
-def _driver(cls, video_node, model="1"):
+def _driver(cls, video_node, model="1", fps=None):
+    """A driver encoder on a video's frames (its fps wired from the video), or on pictures at ``fps``."""
     return {
         "class_type": cls,
         "inputs": {
@@ -82,7 +81,7 @@ def _driver(cls, video_node, model="1"):
             "images": [video_node, 0],
             "crop": "official",
             "skip_first": 0,
-            "fps": [video_node, 2],
+            "fps": [video_node, 2] if fps is None else fps,
         },
     }
 
@@ -96,6 +95,7 @@ def _generate(appearance, motion):
             "motion": [motion, 0],
             "batch_size": 8,
             "noise": -1,
+            "watermark": True,
         },
     }
 
@@ -103,7 +103,13 @@ def _generate(appearance, motion):
 def _lips(audio):
     return {
         "class_type": "PDFGC_EncodeLips",
-        "inputs": {"model": ["1", 0], "audio": [audio, 0], "fps": 25.0, "quality": "official", "max_seconds": 0.0},
+        "inputs": {
+            "model": ["1", 0],
+            "audio": [audio, 0],
+            "fps": DEFAULT_FPS,
+            "quality": "official",
+            "max_seconds": 0.0,
+        },
     }
 
 
@@ -133,8 +139,8 @@ GRAPHS: dict[str, dict] = {
         ],
         "graph": {
             "1": _model(),
-            "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}},
-            "3": {"class_type": "LoadAudio", "inputs": {"audio": "speech.mp3"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_anne.png"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "pdfgc_speech.mp3"}},
             "4": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_pose.mp4"}, "_meta": {"title": "Pose video"}},
             "5": {"class_type": "GetVideoComponents", "inputs": {"video": ["4", 0]}},
             "6": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_eye.mp4"}, "_meta": {"title": "Eye video"}},
@@ -167,8 +173,8 @@ GRAPHS: dict[str, dict] = {
         "columns": [["1", "2", "3"], ["4", "5"], ["6", "7"], ["8", "9"]],
         "graph": {
             "1": _model(),
-            "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}},
-            "3": {"class_type": "LoadAudio", "inputs": {"audio": "speech.mp3"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_anne.png"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "pdfgc_speech.mp3"}},
             "4": {
                 "class_type": "PDFGC_EncodeAppearance",
                 "inputs": {"model": ["1", 0], "image": ["2", 0], "crop": "official"},
@@ -178,6 +184,137 @@ GRAPHS: dict[str, dict] = {
             "7": _generate("4", "6"),
             "8": {"class_type": "CreateVideo", "inputs": {"images": ["7", 0], "fps": ["5", 2], "audio": ["5", 3]}},
             "9": _save_video("8", "pdfgc/lipsync"),
+        },
+    },
+    "audio_only_alive": {
+        "note": (
+            "PD-FGC alive from audio alone: the portrait speaks the audio, blinks naturally (Idle Blinks: random "
+            "times at 17 per minute, the blink's shape from the bundled sample eye video) and moves its head "
+            "gently (Head Sway: slow motion along the directions of the bundled sample pose video, livelier "
+            "while the speech is loud). No driving video. Change rate, amplitude, speed or seed; connect Pose "
+            "from Angles to Head Sway's base to set the head's direction.\n\n" + SETUP
+        ),
+        "columns": [["1", "2", "3"], ["4", "5"], ["6", "7"], ["8", "9"], ["10", "11"]],
+        "graph": {
+            "1": _model(),
+            "2": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_anne.png"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "pdfgc_speech.mp3"}},
+            "4": {
+                "class_type": "PDFGC_EncodeAppearance",
+                "inputs": {"model": ["1", 0], "image": ["2", 0], "crop": "official"},
+            },
+            "5": _lips("3"),
+            "6": {
+                "class_type": "PDFGC_IdleBlinks",
+                "inputs": {
+                    "model": ["1", 0],
+                    "length": ["5", 1],
+                    "fps": ["5", 2],
+                    "rate": 17.0,
+                    "seed": 0,
+                    "duration": 1.0,
+                    "depth": 1.0,
+                },
+            },
+            "7": {
+                "class_type": "PDFGC_HeadSway",
+                "inputs": {
+                    "model": ["1", 0],
+                    "length": ["5", 1],
+                    "fps": ["5", 2],
+                    "amplitude": 1.0,
+                    "speed": 0.2,
+                    "seed": 0,
+                    "center": "zero",
+                    "liveliness": 1.0,
+                    "audio": ["3", 0],
+                },
+            },
+            "8": _combine(mouth=["5", 0], eye=["6", 0], pose=["7", 0]),
+            "9": _generate("4", "8"),
+            "10": {"class_type": "CreateVideo", "inputs": {"images": ["9", 0], "fps": ["5", 2], "audio": ["5", 3]}},
+            "11": _save_video("10", "pdfgc/audio_only_alive"),
+        },
+    },
+    "photo_to_talking_head": {
+        "note": (
+            "PD-FGC from an ordinary photo: Align Faces finds the face and crops it to PD-FGC's framing, the "
+            "crop speaks the audio with its head moving like the pose video, and Paste Back puts the animated "
+            "face back into the full photo (soft-edged mask). Use any photo with a visible face.\n\n" + SETUP
+        ),
+        "columns": [["1", "2", "3", "4"], ["5", "6", "7"], ["8", "9", "10"], ["11", "12"], ["13", "14"]],
+        "graph": {
+            "1": _model(),
+            "2": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_photo.jpg"}, "_meta": {"title": "Photo"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "pdfgc_speech.mp3"}},
+            "4": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_pose.mp4"}, "_meta": {"title": "Pose video"}},
+            "5": {
+                "class_type": "PDFGC_AlignFaces",
+                "inputs": {
+                    "image": ["2", 0],
+                    "backend": "dlib",
+                    "mode": "image",
+                    "face_index": -1,
+                    "min_eye_distance": 20.0,
+                    "border": "replicate",
+                },
+            },
+            "6": {"class_type": "GetVideoComponents", "inputs": {"video": ["4", 0]}},
+            "7": _lips("3"),
+            "8": {
+                "class_type": "PDFGC_EncodeAppearance",
+                "inputs": {"model": ["1", 0], "image": ["5", 0], "crop": "official"},
+            },
+            "9": _driver("PDFGC_EncodePose", "6"),
+            "10": _combine(mouth=["7", 0], pose=["9", 0]),
+            "11": _generate("8", "10"),
+            "12": {
+                "class_type": "PDFGC_PasteBack",
+                "inputs": {
+                    "original": ["2", 0],
+                    "generated": ["11", 0],
+                    "crop_info": ["5", 1],
+                    "feather": 16.0,
+                    "view": "generator",
+                },
+            },
+            "13": {"class_type": "CreateVideo", "inputs": {"images": ["12", 0], "fps": ["7", 2], "audio": ["7", 3]}},
+            "14": _save_video("13", "pdfgc/photo"),
+        },
+    },
+    "dub_video": {
+        "note": (
+            "PD-FGC dubbing: a video of a talking person gets new speech. Head pose, eyes and expression come "
+            "from the video itself, only the lips follow the audio, and the face is pasted back below the eyes "
+            "(mask: lower). Frames without the face pass through unchanged. For long videos use PD-FGC Dub "
+            "Video File (streams from the input folder to the output folder).\n\n" + SETUP
+        ),
+        "columns": [["1", "2", "3"], ["4", "5"], ["6", "7"]],
+        "graph": {
+            "1": _model(),
+            "2": {"class_type": "LoadVideo", "inputs": {"file": "pdfgc_talk.mp4"}, "_meta": {"title": "Video to dub"}},
+            "3": {"class_type": "LoadAudio", "inputs": {"audio": "pdfgc_speech.mp3"}, "_meta": {"title": "New speech"}},
+            "4": {"class_type": "GetVideoComponents", "inputs": {"video": ["2", 0]}},
+            "5": {
+                "class_type": "PDFGC_DubVideo",
+                "inputs": {
+                    "model": ["1", 0],
+                    "images": ["4", 0],
+                    "audio": ["3", 0],
+                    "fps": ["4", 2],
+                    "face": "largest",
+                    "mask": "lower",
+                    "feather": 12.0,
+                    "color_match": True,
+                    "length": "video",
+                    "reference_frame": -1,
+                    "smooth_seconds": 0.1,
+                    "batch_size": 8,
+                    "watermark": True,
+                },
+            },
+            "6": {"class_type": "CreateVideo", "inputs": {"images": ["5", 0], "fps": ["5", 3], "audio": ["5", 1]}},
+            "7": _save_video("6", "pdfgc/dub"),
         },
     },
     "expression_interpolation": {
@@ -190,7 +327,7 @@ GRAPHS: dict[str, dict] = {
         "columns": [["1", "2", "3"], ["4", "5", "6"], ["7", "8"], ["9", "10"], ["11"]],
         "graph": {
             "1": _model(),
-            "2": {"class_type": "LoadImage", "inputs": {"image": "anne.png"}, "_meta": {"title": "Portrait"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": "pdfgc_anne.png"}, "_meta": {"title": "Portrait"}},
             "3": {
                 "class_type": "LoadImage",
                 "inputs": {"image": "pdfgc_expression.jpg"},
@@ -201,13 +338,11 @@ GRAPHS: dict[str, dict] = {
                 "inputs": {"model": ["1", 0], "image": ["2", 0], "crop": "official"},
             },
             "5": {
-                "class_type": "PDFGC_EncodeExpression",
-                "inputs": {"model": ["1", 0], "images": ["2", 0], "crop": "official", "skip_first": 0, "fps": 25.0},
+                **_driver("PDFGC_EncodeExpression", "2", fps=DEFAULT_FPS),
                 "_meta": {"title": "Expression a (portrait)"},
             },
             "6": {
-                "class_type": "PDFGC_EncodeExpression",
-                "inputs": {"model": ["1", 0], "images": ["3", 0], "crop": "official", "skip_first": 0, "fps": 25.0},
+                **_driver("PDFGC_EncodeExpression", "3", fps=DEFAULT_FPS),
                 "_meta": {"title": "Expression b (reference)"},
             },
             "7": {
@@ -226,7 +361,7 @@ GRAPHS: dict[str, dict] = {
             },
             "8": _combine(expression=["7", 0]),
             "9": _generate("4", "8"),
-            "10": {"class_type": "CreateVideo", "inputs": {"images": ["9", 0], "fps": 25.0}},
+            "10": {"class_type": "CreateVideo", "inputs": {"images": ["9", 0], "fps": DEFAULT_FPS}},
             "11": _save_video("10", "pdfgc/expression_interpolation"),
         },
     },
@@ -300,28 +435,26 @@ def api_prompt(name: str, **overrides) -> dict:
 
 def write_workflow_inputs(dest: str | Path, names=None, max_video_frames: int | None = None) -> list[str]:
     """Writes the files the workflows load (INPUT_FILES, or only ``names``) into ``dest`` (e.g.
-    ComfyUI/input/): sample pictures and speech copied, driving videos encoded at 25 fps from the
-    sample frame folders (H.264, no sound; at most ``max_video_frames`` frames). Existing files
-    are kept. Returns the names."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
+    ComfyUI/input/), as ComfyUI's start-up does (nodes/_samples.py); existing files are kept.
+    ``max_video_frames`` shortens the videos (quicker tests). Returns the names."""
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (how, src) in INPUT_FILES.items():
-        if names is not None and name not in names:
-            continue
-        target = dest / name
-        if not target.is_file():
-            if how == "copy":
-                shutil.copyfile(SAMPLES / src, target)
-            else:
-                from pdfgc_core import media
+    chosen = [n for n in INPUT_FILES if names is None or n in names]
+    if max_video_frames is None:
+        install_sample_inputs(dest)
+        return chosen
+    from pdfgc_core import media
 
-                with media.Mp4Writer(target, VIDEO_FPS, crf=12, preset="veryfast") as w:
-                    w.write(media.read_frames(SAMPLES / src, stop=max_video_frames))
-        written.append(name)
-    return written
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in chosen:
+        src, target = SAMPLES / INPUT_FILES[name], dest / name
+        if target.exists():
+            continue
+        if src.suffix.lower() in media.VIDEO_EXTENSIONS:
+            with media.Mp4Writer(target, VIDEO_FPS, crf=12, preset="veryfast") as w:
+                w.write(media.read_frames(src, stop=max_video_frames))
+        else:
+            shutil.copyfile(src, target)
+    return chosen
 
 
 def workflow_inputs() -> dict[str, list[str]]:
@@ -398,8 +531,59 @@ def _rounded(value):
     return value
 
 
-def build_all(log=print) -> dict[str, dict]:
-    """{name: UI-format workflow} built in the frontend of a temporary ComfyUI server."""
+SHOW_JS = """
+const [text, done] = [arguments[0], arguments[arguments.length - 1]];
+(async () => {
+  try {
+    await window.app.loadGraphData(JSON.parse(text));
+    await new Promise(r => setTimeout(r, 2500));  // previews of the loaded pictures and videos
+    // the start-up templates browser of a fresh user profile covers the canvas: not part of the picture
+    document.querySelectorAll(".p-dialog-mask").forEach(e => e.remove());
+    // fit the view to the nodes (screen = (position + offset) * scale), as the template opens
+    const g = window.app.graph, c = window.app.canvas, T = LiteGraph.NODE_TITLE_HEIGHT;
+    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const n of g._nodes) {
+      x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - T);
+      x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+    }
+    const rect = c.canvas.getBoundingClientRect(), margin = 30;
+    const scale = Math.min(1, (rect.width - 2 * margin) / (x1 - x0), (rect.height - 2 * margin) / (y1 - y0));
+    c.ds.scale = scale;
+    c.ds.offset = [-x0 + margin / scale, -y0 + margin / scale];
+    window.app.graph.setDirtyCanvas(true, true);
+    await new Promise(r => setTimeout(r, 300));
+    done({ok: true});
+  } catch (e) {
+    done({error: String((e && e.stack) || e)});
+  }
+})();
+"""
+THUMBNAIL_WIDTH = 960
+
+
+def screenshot(driver, workflow: dict) -> bytes:
+    """JPEG of ``workflow`` as the frontend shows it when opened (its saved, fitted view): the
+    template's thumbnail, ``example_workflows/<name>.jpg``."""
+    import cv2
+    import numpy as np
+
+    res = driver.execute_async_script(SHOW_JS, json.dumps(workflow))
+    if "error" in res:
+        raise RuntimeError(f"the frontend could not show the workflow: {res['error']}")
+    png = np.frombuffer(driver.get_screenshot_as_png(), np.uint8)
+    img = cv2.imdecode(png, cv2.IMREAD_COLOR)
+    h, w = img.shape[:2]
+    img = cv2.resize(img, (THUMBNAIL_WIDTH, round(h * THUMBNAIL_WIDTH / w)), interpolation=cv2.INTER_AREA)
+    ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise RuntimeError("could not encode the screenshot")
+    return jpg.tobytes()
+
+
+def build_all(log=print, screenshots: dict | None = None) -> dict[str, dict]:
+    """{name: UI-format workflow} built in the frontend of a temporary ComfyUI server (whose input
+    folder holds the sample inputs, as users' does). With a ``screenshots`` dict, each built
+    workflow is also opened and its screenshot (JPEG bytes) stored there by name."""
     import tempfile
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -435,6 +619,10 @@ def build_all(log=print) -> dict[str, dict]:
                             )
                     built[name] = workflow
                     log(f"built {name}: {len(workflow['nodes'])} nodes, {len(workflow['links'])} links")
+                if screenshots is not None:
+                    driver.set_window_size(1920, 1080)
+                    for name, workflow in built.items():
+                        screenshots[name] = screenshot(driver, workflow)
                 return built
 
 
@@ -445,8 +633,12 @@ def dumps(workflow: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="compare with the shipped files instead of writing")
+    ap.add_argument(
+        "--no-thumbnails", action="store_true", help="do not rewrite the example_workflows/*.jpg screenshots"
+    )
     args = ap.parse_args(argv)
-    built = build_all()
+    shots = None if args.check or args.no_thumbnails else {}
+    built = build_all(screenshots=shots)
     stale = []
     for name, workflow in built.items():
         path = OUT_DIR / f"{name}.json"
@@ -458,6 +650,9 @@ def main(argv=None) -> int:
             OUT_DIR.mkdir(exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path.relative_to(REPO)}")
+            if shots and name in shots:
+                path.with_suffix(".jpg").write_bytes(shots[name])
+                print(f"wrote {path.with_suffix('.jpg').relative_to(REPO)}")
     if stale:
         print(f"out of date (run python scripts/build_workflows.py): {', '.join(stale)}")
         return 1

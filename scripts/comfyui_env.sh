@@ -5,7 +5,7 @@
 # The tests do the same on demand; calling this first in CI keeps set-up time out of test timings.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-python "$here/tests/comfy_harness.py" env
+python "$here/tests/comfy_harness" env
 if [[ "${1:-}" == "--chromium" ]]; then
-    python "$here/tests/comfy_harness.py" chromium
+    python "$here/tests/comfy_harness" chromium
 fi

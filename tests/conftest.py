@@ -1,79 +1,100 @@
-"""Shared pytest fixtures: the parity folder, synthetic weights cached outside the repo."""
+"""Shared pytest fixtures: the parity folder and its fixtures, synthetic weights built once per session.
 
-import hashlib
-import os
-import subprocess
-import sys
+Plugins: tests/testenv.py (CI mode, timeout scale, the opt-in harness self-tests) and
+tests/comfy_harness (a real ComfyUI server). Run ``python -m pytest --markers`` for the markers
+and tests/README.md for the inner-loop and full commands.
+"""
+
+from __future__ import annotations
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from parity_folder import (  # noqa: F401  (fixture_files: also imported from here by older modules)
+    ParityFixture,
+    fixture_files,
+    load_fixture,
+    manifest_digests,
+    missing_files,
+    official_weights,
+    parity_dir,
+)
+from testenv import REPO, unavailable
 
-pytest_plugins = ["comfy_harness"]
+pytest_plugins = ["testenv", "comfy_harness"]
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
 
 torch.set_num_threads(2)  # the parity references are bit-exact at 2 threads
 
 
-def parity_dir() -> Path:
-    env = os.environ.get("PDFGC_PARITY_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "parity"
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("PDFGC_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "pdfgc"
-
-
-def fixture_files():
-    d = parity_dir()
-    return sorted(d.glob("fixture_*.npz")) if d.is_dir() else []
+# --------------------------------------------------------------------------- synthetic weights
 
 
 @pytest.fixture(scope="session")
-def parity():
+def synthetic_checkpoint() -> Path:
+    """The cached synthetic .safetensors checkpoint (tests/pdfgc_synthetic.py)."""
+    from pdfgc_synthetic import synthetic_checkpoint
+
+    return synthetic_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def synthetic_models(synthetic_checkpoint):
+    """PDFGCModels of the synthetic checkpoint, loaded once per session and shared: do not modify."""
+    from pdfgc_synthetic import synthetic_models
+
+    return synthetic_models()
+
+
+# --------------------------------------------------------------------------- the parity folder
+
+
+@pytest.fixture(scope="session")
+def parity() -> Path:
+    """The parity folder (PDFGC_PARITY_DIR or ../shared/parity); skipped if absent or incomplete,
+    failed under CI=true."""
     d = parity_dir()
-    if not (d / "schema.json").is_file():
-        pytest.skip(f"no parity folder at {d} (set PDFGC_PARITY_DIR)")
+    missing = missing_files(d)
+    if missing:
+        unavailable(f"no usable parity folder at {d}: missing {', '.join(missing)} (set PDFGC_PARITY_DIR)")
     return d
 
 
 @pytest.fixture(scope="session")
-def parity_inputs(parity):
-    return dict(np.load(parity / "inputs.npz", allow_pickle=False))
-
-
-def official_weights(parity: Path, seed: int) -> Path:
-    """Folder with the four official-layout .pth files for ``seed``, filled once and cached
-    outside the repository (keyed by the filler and schema contents)."""
-    h = hashlib.sha256()
-    for name in ("fill_weights.py", "schema.json"):
-        h.update((parity / name).read_bytes())
-    out = cache_dir() / "parity-weights" / h.hexdigest()[:16] / f"seed{seed}"
-    names = ["appearance_model.pth", "motion_model.pth", "audio_model.pth", "generator_model.pth"]
-    if not all((out / n).is_file() for n in names) or not (out / "fill_manifest.json").is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable,
-                str(parity / "fill_weights.py"),
-                "--schema",
-                str(parity / "schema.json"),
-                "--seed",
-                str(seed),
-                "--out",
-                str(out),
-            ],
-            check=True,
-            capture_output=True,
-        )
-    return out
+def parity_inputs(parity) -> dict[str, np.ndarray]:
+    with np.load(parity / "inputs.npz", allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 @pytest.fixture(scope="session")
 def weights_for(parity):
-    """Callable seed -> folder of official-layout synthetic checkpoints."""
+    """Callable seed -> folder of official-layout synthetic checkpoints (filled once, cached)."""
     return lambda seed: official_weights(parity, seed)
+
+
+@pytest.fixture(scope="module")
+def fx(request, parity) -> ParityFixture:
+    """The parity fixture of an indirect parametrisation: ``@pytest.mark.parametrize("fx",
+    parity_folder.fixture_params(), indirect=True)``. No fixture in the folder: skipped, or
+    failed under CI=true."""
+    if request.param is None:
+        unavailable(f"no fixture_*.npz in the parity folder {parity}")
+    return load_fixture(request.param)
+
+
+@pytest.fixture(scope="module")
+def fx_weights(fx, weights_for) -> Path:
+    """The official-layout checkpoints of ``fx``'s own weights_seed, checked against the digests
+    the fixture stores (when it stores them)."""
+    folder = weights_for(fx.seed)
+    stored = fx.weight_digests()
+    filled = manifest_digests(folder)
+    for name, digest in stored.items():
+        assert filled.get(name) == digest, (
+            f"{name} filled for seed {fx.seed} does not have the digest {fx.name} stores: the fixture was made "
+            f"with other weights (or another fill_weights.py)"
+        )
+    return folder

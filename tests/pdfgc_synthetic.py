@@ -1,4 +1,5 @@
-"""The synthetic test checkpoint as one .safetensors file, cached outside the repository.
+"""The synthetic test checkpoint as one .safetensors file, cached outside the repository, and the
+models loaded from it once per test session.
 
 Keyed by the sources that shape it (pdfgc_core/networks/*.py, pdfgc_core/synthetic.py), so it
 is rebuilt (about 30 s) only when those change. The frames it gives are noise, not faces."""
@@ -6,18 +7,14 @@ is rebuilt (about 30 s) only when those change. The frames it gives are noise, n
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
-import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from testenv import REPO, cache_dir
+
 NAME = "pdfgc-synthetic.safetensors"
 SEED = 0
-
-
-def _cache_dir() -> Path:
-    env = os.environ.get("PDFGC_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "pdfgc"
 
 
 def synthetic_checkpoint() -> Path:
@@ -27,7 +24,7 @@ def synthetic_checkpoint() -> Path:
     h = hashlib.sha256()
     for p in sorted((REPO / "pdfgc_core" / "networks").glob("*.py")) + [REPO / "pdfgc_core" / "synthetic.py"]:
         h.update(p.name.encode() + p.read_bytes())
-    out = _cache_dir() / "synthetic" / f"{h.hexdigest()[:16]}-seed{SEED}" / NAME
+    out = cache_dir() / "synthetic" / f"{h.hexdigest()[:16]}-seed{SEED}" / NAME
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -36,3 +33,13 @@ def synthetic_checkpoint() -> Path:
         if not out.is_file():
             checkpoints.save_safetensors(synthetic.synthetic_models(SEED), out)
     return out
+
+
+@functools.cache
+def synthetic_models():
+    """``load_models(synthetic_checkpoint())``, once per process: the same weights as
+    ``pdfgc_core.synthetic.synthetic_models(0)`` (``synthetic`` True), loaded in about a second
+    instead of built in about 30. Shared by every test: do not modify the networks."""
+    from pdfgc_core.checkpoints import load_models
+
+    return load_models(synthetic_checkpoint())

@@ -121,7 +121,7 @@ def test_fixture_audio_inputs_exact(fixture, parity_inputs):
 
 def test_full_file_frame_count(parity_inputs):
     mel = A.mel_spectrogram(A.normalize_rms(parity_inputs["wav_loaded_full"]))
-    assert mel.shape[0] == 1507 and A.mel_windows(mel).shape[0] == 372  # PDFGC.md section 5.5
+    assert mel.shape[0] == 1507 and A.mel_windows(mel).shape[0] == 372  # the official run's counts for this clip
 
 
 # ------------------------------------------------------------------------- fps generalisation

@@ -108,6 +108,7 @@ def folder_models(official):
 # --------------------------------------------------------------------------- accepted sources
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_folder_and_safetensors_identical(folder_models, official, tmp_path):
     from safetensors import safe_open
 
@@ -334,6 +335,7 @@ def test_nan_and_inf_tensors(official, tmp_path):
     expect_error(variant(d2, official, audio=sd), "mouth_embed.1.bias", "NaN or infinite")
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_prefix_extras_noise_and_kernel_policy(official, tmp_path):
     """One full load through every tolerated irregularity: 'module.' prefix, known and unknown
     extra keys, no stored generator noise, a non-standard blur kernel."""

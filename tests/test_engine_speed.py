@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 
 from pdfgc_core import engine
-from pdfgc_core.engine import AUTO_MAX_BATCH, GENERATOR_MIB_PER_FRAME, Engine, auto_batch_size
+from pdfgc_core.engine import AUTO_MAX_BATCH, GENERATOR_MIB_PER_FRAME, MOTION_DIM, Appearance, Engine, auto_batch_size
 from pdfgc_core.errors import InputError
 
 
-@functools.lru_cache(maxsize=1)
 def models():
-    from pdfgc_synthetic import synthetic_checkpoint
+    """The session's synthetic models (tests/pdfgc_synthetic.py), loaded once."""
+    from pdfgc_synthetic import synthetic_models
 
-    from pdfgc_core.checkpoints import load_models
-
-    return load_models(synthetic_checkpoint())
+    return synthetic_models()
 
 
 @pytest.mark.parametrize("free_mib", [0, 10, 64 * 3, 64 * 16 * 2, 1e9])
@@ -45,10 +41,11 @@ def test_auto_batch_size_defaults_and_errors(monkeypatch):
 def _frames(engine: Engine) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     app = engine.encode_appearance(torch.rand(1, 3, 224, 224, generator=g) * 2 - 1)
-    motion = torch.randn(3, engine.MOTION_DIM, generator=g) * 0.5
+    motion = torch.randn(3, MOTION_DIM, generator=g) * 0.5
     return engine.generate_all(app, motion, batch_size=2)
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
     eager = _frames(Engine(models(), device="cpu"))
     calls = []
@@ -84,8 +81,8 @@ def test_compile_wraps_the_generator(monkeypatch):
     with pytest.raises(InputError):  # bad input is not mistaken for a compile failure
         list(
             engine.generate(
-                engine.Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7)),
-                torch.zeros(1, engine.MOTION_DIM),
+                Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7)),
+                torch.zeros(1, MOTION_DIM),
                 batch_size=0,
             )
         )
@@ -97,7 +94,7 @@ def test_generate_builds_the_style_per_batch(monkeypatch):
     rows = []
     style = Engine.style
     monkeypatch.setattr(Engine, "style", staticmethod(lambda app, m: rows.append(m.shape[0]) or style(app, m)))
-    app = engine.Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7))
-    first = next(engine.generate(app, torch.zeros(30_000, engine.MOTION_DIM), batch_size=2))
+    app = Appearance(torch.zeros(1, 2048), torch.zeros(1, 512, 7, 7))
+    first = next(engine.generate(app, torch.zeros(30_000, MOTION_DIM), batch_size=2))
     assert first.shape == (2, 3, 224, 224)
     assert max(rows) <= 2

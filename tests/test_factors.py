@@ -20,11 +20,13 @@ from pdfgc_core.factors import (
     FACTOR_DIMS,
     MOTION_DIM,
     MOTION_ORDER,
+    OFFICIAL_GAINS,
     Factor,
     PostProcess,
     Smoothing,
     add,
     assemble_motion,
+    combine_motion,
     concat,
     fit_indices,
     fit_length,
@@ -497,6 +499,62 @@ def test_assemble_layout_and_errors():
         assemble_motion(0)
     with pytest.raises(InputError, match="PostProcess"):
         assemble_motion(3, post="official")
+
+
+def test_official_gains_are_the_post_process_defaults():
+    assert list(OFFICIAL_GAINS) == list(MOTION_ORDER)
+    official = PostProcess.official()
+    assert {k: official.gain(k) for k in MOTION_ORDER} == OFFICIAL_GAINS
+    assert OFFICIAL_GAINS == {"mouth": 1.5, "expression": 1.2, "eye": 1.2, "pose": 1.0}  # the official code's
+
+
+def test_combine_motion_length_rule():
+    mouth, pose, eye = rand_factor("mouth", 7, 1), rand_factor("pose", 12, 2), rand_factor("eye", 4, 3)
+    post = PostProcess.none()
+    # the mouth decides the length, even when another factor is longer
+    got = combine_motion(mouth, pose=pose, eye=eye, post=post)
+    assert torch.equal(got, assemble_motion(7, mouth=mouth, pose=pose, eye=eye, post=post))
+    # no mouth: the longest factor; a given length wins over both
+    assert combine_motion(pose=pose, eye=eye).shape == (12, MOTION_DIM)
+    got = combine_motion(mouth, pose=pose, length=20, fit="pingpong", blink=False)
+    assert torch.equal(got, assemble_motion(20, mouth=mouth, pose=pose, fit="pingpong", blink=False))
+    # nothing given: a still, all-neutral motion of the given length
+    assert torch.equal(combine_motion(length=3), torch.zeros(3, MOTION_DIM))
+
+
+def test_combine_motion_matches_frame_rates():
+    mouth, pose30 = rand_factor("mouth", 10, 1), rand_factor("pose", 12, 2, fps=30.0)
+    got = combine_motion(mouth, pose=pose30)
+    assert torch.equal(got, assemble_motion(10, mouth=mouth, pose=retime(pose30, 25.0)))
+    assert torch.equal(
+        combine_motion(mouth, pose=pose30, match_fps=False), assemble_motion(10, mouth=mouth, pose=pose30)
+    )
+    # without a mouth the first given factor in MOTION_ORDER sets the rate; the length follows the retimed factors
+    expr30, pose25 = rand_factor("expression", 6, 3, fps=30.0), rand_factor("pose", 10, 4)
+    got = combine_motion(expression=expr30, pose=pose25)
+    pose_at_30 = retime(pose25, 30.0)
+    assert len(pose_at_30) == 12 and got.shape == (12, MOTION_DIM)
+    assert torch.equal(got, assemble_motion(12, expression=expr30, pose=pose_at_30))
+
+
+@pytest.mark.parametrize(
+    "args, kw, match",
+    [
+        ((), {}, "connect at least one factor"),
+        ((), {"pose": "factor"}, "the pose input must be a PD-FGC factor, got str"),
+        ((), {"eye": Factor("pose", torch.zeros(2, 6))}, "the eye input got a pose factor; connect an eye factor"),
+        ((Factor("mouth", torch.zeros(2, 500)),), {"length": 0}, "length is 0"),
+        ((Factor("mouth", torch.zeros(2, 500)),), {"length": 5, "fit": "truncate"}, "only shorten"),
+    ],
+)
+def test_combine_motion_errors(args, kw, match):
+    with pytest.raises(InputError, match=match):
+        combine_motion(*args, **kw)
+
+
+def test_combine_motion_names_the_caller():
+    with pytest.raises(InputError, match="^PD-FGC Combine Motion: connect at least one factor"):
+        combine_motion(name="PD-FGC Combine Motion")
 
 
 # --------------------------------------------------------------------------- persistence

@@ -11,7 +11,7 @@ from conftest import SAMPLES
 from pdfgc_core import images as I
 from pdfgc_core.errors import InputError, MediaError
 
-DRIVERS = {  # parity README section 4, and the bundled copies of their first frames
+DRIVERS = {  # the official driving folders the fixtures used, and the bundled copies of their first frames
     "pose": ("motions/pose/681600002", "drivers/pose"),
     "exp": ("motions/exp/vox2_id01228_00309", "drivers/expression"),
     "eye": ("motions/eye/id01333_00040/images", "drivers/eye"),
@@ -232,3 +232,56 @@ def test_network_round_trip_is_exact_for_u8():
     u = np.random.default_rng(3).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     np.testing.assert_array_equal(I.network_to_u8(I.to_network(u), rounding="round"), u)
     np.testing.assert_array_equal(I.comfy_to_u8(I.network_to_comfy(I.to_network(u))), u)
+
+
+# ------------------------------------------------------------------------ the picture converter
+
+
+def test_to_rgb_is_the_one_converter(tmp_path):
+    from pdfgc_core.faces import as_rgb_u8
+    from pdfgc_core.media import read_frames, write_frames_png
+
+    x = torch.rand(2, 40, 36, 3)
+    u = I.to_rgb(x)
+    assert u.dtype == np.uint8 and u.shape == (2, 40, 36, 3)
+    np.testing.assert_array_equal(u, (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+    np.testing.assert_array_equal(I.comfy_to_u8(x), u)  # the ComfyUI IMAGE path
+    np.testing.assert_array_equal(as_rgb_u8(x), u)  # the faces path
+    write_frames_png(tmp_path, x)  # the writers
+    np.testing.assert_array_equal(read_frames(tmp_path), u)
+
+
+def test_to_rgb_layouts_and_values():
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 256, (40, 36), np.uint8)
+    rgb = np.repeat(g[None, ..., None], 3, -1)
+    for pic in (g, g[..., None], np.stack([g, g // 2], -1), torch.from_numpy(g)):  # grey, grey + alpha
+        np.testing.assert_array_equal(I.to_rgb(pic), rgb)
+    rgba = np.concatenate([rgb[0], np.zeros_like(g)[..., None]], -1)
+    np.testing.assert_array_equal(I.to_rgb(rgba), rgb)  # alpha dropped, not composited
+    np.testing.assert_array_equal(I.to_rgb(rgb.astype(np.uint16) * 256 + 7), rgb)  # 16 bit: the high byte
+    np.testing.assert_array_equal(I.to_rgb(rgb.astype(np.int32)), rgb)
+    np.testing.assert_array_equal(I.to_rgb(rgb, dtype=np.float32), rgb.astype(np.float32) / 255)
+    f = np.array([[[-0.5, 0.5, 1.5]]], np.float64)
+    assert I.to_rgb(f).tolist() == [[[[0, 128, 255]]]]  # clipped, then rounded
+    assert I.to_rgb(f, dtype=np.float32).tolist() == [[[[0.0, 0.5, 1.0]]]]
+    assert I.to_rgb(torch.full((1, 2, 2, 3), 0.5, dtype=torch.bfloat16)).max() == 128
+
+
+@pytest.mark.parametrize(
+    "bad, kw, match",
+    [
+        (np.zeros((4, 4, 3), bool), {}, "pixel type bool"),
+        (np.zeros((4, 4, 3), np.complex64), {}, "pixel type"),
+        (np.full((4, 4, 3), 256, np.int32), {}, "outside 0..255"),
+        (np.full((4, 4, 3), 1.5, np.float32), {"strict_range": True}, "values in 0..1"),
+        (np.full((4, 4, 3), np.nan, np.float32), {}, "NaN or infinite"),
+        (np.zeros((4, 4, 5), np.uint8), {}, "C = 1..4"),
+        (np.zeros((0, 4, 4, 3), np.uint8), {}, "empty"),
+        (np.zeros((4, 0, 3), np.uint8), {}, "empty"),
+        ([np.zeros((4, 4, 3)), np.zeros((5, 4, 3))], {}, "one size"),
+    ],
+)
+def test_to_rgb_errors_name_the_input(bad, kw, match):
+    with pytest.raises(InputError, match=f"^the pictures.*{match}"):
+        I.to_rgb(bad, "the pictures", **kw)

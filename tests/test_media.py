@@ -239,9 +239,22 @@ def test_bad_inputs_to_writer(tmp_path):
         with pytest.raises(InputError, match="same size"):
             w.write(gradient_frames(1, 18, 16))
         with pytest.raises(InputError, match="shape"):
-            w.write(np.zeros((16, 16, 4), np.uint8))
+            w.write(np.zeros((16, 16, 5), np.uint8))
         w.write(gradient_frames(1, 16, 16))  # still usable after a rejected frame
     assert probe(tmp_path / "o.mp4").num_frames == 3
+
+
+def test_writer_audio_goes_through_the_audio_validators():
+    from pdfgc_core.media.write import _prepare_waveform
+
+    wave = tone(0.5)[None]  # [1, N] float32
+    pcm = np.round(wave * 32768).astype(np.int16)  # the same sound as 16-bit PCM
+    np.testing.assert_allclose(_prepare_waveform(pcm, SR), _prepare_waveform(wave, SR), atol=1 / 32768)
+    assert _prepare_waveform(wave, SR).shape == (wave.shape[-1], wave.shape[0])  # [N, C] for soundfile
+    with pytest.raises(InputError, match="sample rate"):
+        _prepare_waveform(wave, 500)
+    with pytest.raises(InputError, match="NaN"):
+        _prepare_waveform(np.full((1, 100), np.nan, np.float32), SR)
 
 
 def test_atomic_write(tmp_path):

@@ -24,15 +24,15 @@ from nodes import factors as factor_nodes
 from nodes import models as model_nodes
 from pdfgc_core import audio as core_audio  # noqa: E402
 from pdfgc_core import factors as F
-from pdfgc_core import images, media, pipeline
-from pdfgc_core.checkpoints import INSTALL_HINT, load_models  # noqa: E402
+from pdfgc_core import images, media, pipeline, provenance
+from pdfgc_core.checkpoints import INSTALL_HINT  # noqa: E402
 from pdfgc_core.engine import Appearance, Engine  # noqa: E402
 from pdfgc_core.errors import CheckpointError, InputError, MediaError  # noqa: E402
 
 OUR_NODES = {
     k: v
     for k, v in nodes.NODE_CLASS_MAPPINGS.items()
-    if v.__module__.split(".")[-1] in ("models", "encode", "factors", "generate", "factor_io")
+    if v.__module__.split(".")[-1] in ("models", "encode", "factors", "generate", "factor_io", "provenance")
 }
 
 # The public interface: node -> (required inputs in order, optional inputs in order, output names).
@@ -67,7 +67,8 @@ INTERFACE = {
     "PDFGC_EncodePose": (["model", "images", "crop", "skip_first", "fps"], [], ["pose"]),
     "PDFGC_FactorStrength": (["factor", "strength"], [], ["factor"]),
     "PDFGC_FitLength": (["factor", "length", "mode"], [], ["factor"]),
-    "PDFGC_Generate": (["model", "appearance", "motion", "batch_size", "noise"], [], ["images"]),
+    "PDFGC_Generate": (["model", "appearance", "motion", "batch_size", "noise"], ["watermark"], ["images"]),
+    "PDFGC_CheckProvenance": (["images", "scale_search"], [], ["report", "found"]),
     "PDFGC_HoldFrame": (["factor", "frame", "length"], [], ["factor"]),
     "PDFGC_LoadFactor": (["file", "kind"], ["path"], ["factor", "frame_count"]),
     "PDFGC_LoadModel": (["checkpoint", "precision", "generator_impl"], [], ["model", "info"]),
@@ -79,7 +80,7 @@ INTERFACE = {
     "PDFGC_SplitEyes": (["eye"], [], ["blink", "gaze"]),
     "PDFGC_ZeroFactor": (["factor"], [], ["factor"]),
 }
-CUSTOM_TYPES = {"PDFGC_MODEL", "PDFGC_APPEARANCE", "PDFGC_FACTOR", "PDFGC_MOTION"}
+CUSTOM_TYPES = {"PDFGC_MODEL", "PDFGC_APPEARANCE", "PDFGC_FACTOR", "PDFGC_MOTION", *_common.KIND_TYPES.values()}
 COMFY_TYPES = {"IMAGE", "AUDIO", "INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
@@ -181,16 +182,14 @@ def folders(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def checkpoint():
-    from pdfgc_synthetic import synthetic_checkpoint
-
-    return synthetic_checkpoint()
+def checkpoint(synthetic_checkpoint):
+    return synthetic_checkpoint
 
 
 @pytest.fixture(scope="module")
-def handle(checkpoint):
-    """A PDFGC_MODEL value without ComfyUI (no patcher: the CPU)."""
-    return _common.ModelHandle(load_models(checkpoint), "synthetic", precision="fp32", impl="fast")
+def handle(synthetic_models):
+    """A PDFGC_MODEL value without ComfyUI (no patcher: the CPU), on the session's synthetic models."""
+    return _common.ModelHandle(synthetic_models, "synthetic", precision="fp32", impl="fast")
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +260,7 @@ def test_node_metadata(name):
             elif isinstance(kind, list):
                 assert kind and opts.get("default", kind[0]) in kind
             else:
-                assert kind in CUSTOM_TYPES | COMFY_TYPES, f"{name}.{inp}: unknown type {kind}"
+                assert set(kind.split(",")) <= CUSTOM_TYPES | COMFY_TYPES, f"{name}.{inp}: unknown type {kind}"
 
 
 def test_nodes_md_lists_every_node():
@@ -338,6 +337,7 @@ def test_load_model_wraps_networks_for_comfy_and_warns_about_synthetic(folders, 
     handle, info = out["result"]
     assert out["ui"]["text"] == [info]
     assert "SYNTHETIC TEST WEIGHTS" in info and "SYNTHETIC TEST WEIGHTS" in caplog.text
+    assert len(out["ui"]["pdfgc_warning"]) == 1 and "SYNTHETIC" in out["ui"]["pdfgc_warning"][0]
     assert handle.synthetic and (handle.precision, handle.impl) == ("fp16", "reference")
     patcher = handle.patcher
     assert isinstance(patcher.model, torch.nn.ModuleDict)
@@ -353,12 +353,12 @@ def test_load_model_wraps_networks_for_comfy_and_warns_about_synthetic(folders, 
 
 
 def test_encode_appearance_equals_core_from_the_file(handle, engine, portrait):
-    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, torch.cat([portrait, portrait * 0]), "official")
+    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, torch.cat([portrait, portrait * 0]), "official")["result"]
     official = images.to_network(images.official_crop(images.read_image(SAMPLES / "anne.png"))[None])
     ref = engine.encode_appearance(official)  # the official loader, from the file
     assert isinstance(app, Appearance)
     assert torch.equal(app.id_vector, ref.id_vector) and torch.equal(app.id_map, ref.id_map)
-    (plain,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "none")
+    (plain,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "none")["result"]
     resized = images.to_network(images.resize_224(images.read_image(SAMPLES / "anne.png"))[None])
     assert torch.equal(plain.id_vector, engine.encode_appearance(resized).id_vector)
 
@@ -370,7 +370,7 @@ def test_encode_lips_equals_core(handle, engine, speech, comfy):
     assert same(mouth, ref) and count == len(ref) == 7 and fps == 25.0
     assert comfy.bars[-1].value == comfy.bars[-1].total == count
     # the sound for the video starts 2 frames (0.08 s) in, as the official videos and the CLI
-    lead = round(pipeline.AUDIO_LEAD_SECONDS * speech["sample_rate"])
+    lead = round(core_audio.AUDIO_LEAD_SECONDS * speech["sample_rate"])
     assert lead == round(2 / 25 * 44100) and synced["sample_rate"] == speech["sample_rate"]
     assert torch.equal(synced["waveform"], speech["waveform"][..., lead:])
     mouth30, count30, _, _ = encode.PDFGC_EncodeLips().encode(handle, speech, 30.0, "official", 0.4)
@@ -393,6 +393,7 @@ def test_encode_lips_rejects_bad_audio(handle, audio, match):
     assert str(e.value).startswith("PD-FGC Encode Lips: audio")
 
 
+@pytest.mark.slow  # inner loop: under 3 minutes (tests/README.md)
 def test_driver_encoders_equal_core_and_run_only_their_head(handle, engine, pose_frames, comfy, monkeypatch):
     motion = handle.models.motion
     calls = []
@@ -405,14 +406,14 @@ def test_driver_encoders_equal_core_and_run_only_their_head(handle, engine, pose
     ref = engine.encode_drivers(images.prepare_batch(images.comfy_to_u8(pose_frames[2:]), "official"))
     assert calls == [("pose", "eye", "expression")]
     calls.clear()
-    (pose,) = encode.PDFGC_EncodePose().encode(handle, pose_frames, "official", 2, 25.0)
-    (eye,) = encode.PDFGC_EncodeEyes().encode(handle, pose_frames, "official", 2, 25.0)
-    (expr,) = encode.PDFGC_EncodeExpression().encode(handle, pose_frames, "official", 2, 30.0)
+    (pose,) = encode.PDFGC_EncodePose().encode(handle, pose_frames, "official", 2, 25.0)["result"]
+    (eye,) = encode.PDFGC_EncodeEyes().encode(handle, pose_frames, "official", 2, 25.0)["result"]
+    (expr,) = encode.PDFGC_EncodeExpression().encode(handle, pose_frames, "official", 2, 30.0)["result"]
     assert calls == [("pose",), ("eye",), ("expression",)]
     assert same(pose, ref["pose"]) and same(eye, ref["eye"]) and len(pose) == 4
     assert torch.equal(expr.values, ref["expression"].values) and expr.fps == 30.0
     calls.clear()
-    both = encode.PDFGC_EncodeMotion().encode(handle, pose_frames, "official", 2, 25.0)
+    both = encode.PDFGC_EncodeMotion().encode(handle, pose_frames, "official", 2, 25.0)["result"]
     assert calls == [("pose", "eye", "expression")]
     assert all(same(f, ref[k]) for f, k in zip(both, ("pose", "eye", "expression")))
     assert comfy.bars[-1].value == comfy.bars[-1].total == 4
@@ -427,7 +428,7 @@ def test_driver_node_reproduces_the_official_frame_folder(handle, engine, tmp_pa
         (folder / f.name).write_bytes(f.read_bytes())
     ref = pipeline.encode_driver(engine, pipeline.Driver(folder), ("expression",), 100, pipeline.RenderSettings())
     frames = comfy_image(np.stack([images.read_image(f) for f in files]))
-    (expr,) = encode.PDFGC_EncodeExpression().encode(handle, frames, "official", 2, 25.0)
+    (expr,) = encode.PDFGC_EncodeExpression().encode(handle, frames, "official", 2, 25.0)["result"]
     assert same(expr, ref["expression"]) and len(expr) == 8
 
 
@@ -509,10 +510,7 @@ COMBINE_DEFAULTS = dict(
     fit="loop",
     match_fps=True,
     post_process=True,
-    mouth_gain=1.5,
-    expression_gain=1.2,
-    eye_gain=1.2,
-    pose_gain=1.0,
+    **{f"{kind}_gain": gain for kind, gain in F.OFFICIAL_GAINS.items()},
     blink=True,
     gaze=True,
 )
@@ -565,12 +563,14 @@ def test_combine_motion_errors(kw, match):
 
 
 def test_generate_equals_core_with_progress(handle, engine, portrait, comfy):
-    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")
+    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")["result"]
     motion, _ = combine(mouth=factor("mouth", 3), pose=factor("pose", 3, 1))
-    (frames,) = generate.PDFGC_Generate().generate(handle, app, motion, 2, -1)
+    (frames,) = generate.PDFGC_Generate().generate(handle, app, motion, 2, -1, watermark=False)
     ref = images.network_to_comfy(engine.generate_all(app, motion, batch_size=2))
     assert frames.shape == (3, 224, 224, 3) and frames.dtype == torch.float32
     assert torch.equal(frames, ref) and 0 <= frames.min() and frames.max() <= 1
+    (marked,) = generate.PDFGC_Generate().generate(handle, app, motion, 2, -1)  # default: watermarked
+    assert torch.equal(marked, provenance.embed(ref)) and provenance.detect(marked, search=False).found
     assert comfy.bars[-1].value == comfy.bars[-1].total == 3
     assert comfy.checks >= 2  # once per batch
     comfy.interrupt_at = comfy.checks + 2  # Cancel during the second batch
@@ -579,10 +579,10 @@ def test_generate_equals_core_with_progress(handle, engine, portrait, comfy):
 
 
 def test_generate_seeded_noise(handle, engine, portrait):
-    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")
+    (app,) = encode.PDFGC_EncodeAppearance().encode(handle, portrait, "official")["result"]
     motion, _ = combine(length=1)
     (a,) = generate.PDFGC_Generate().generate(handle, app, motion, 8, 7)
-    assert torch.equal(a, images.network_to_comfy(engine.generate_all(app, motion, noise=7)))
+    assert torch.equal(a, provenance.embed(images.network_to_comfy(engine.generate_all(app, motion, noise=7))))
     (b,) = generate.PDFGC_Generate().generate(handle, app, motion, 8, -1)
     assert not torch.equal(a, b)
 

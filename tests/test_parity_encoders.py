@@ -1,8 +1,9 @@
 """Parity of the appearance, audio and motion encoders with the official PD-FGC numbers.
 
-The official-layout synthetic checkpoints come from ``weights_for(seed)``; every ``fixture_*.npz``
-of the parity folder is compared. Results are cached per (seed, input bytes), so fixtures that
-share inputs (the three 50-frame ones) cost one forward pass.
+Every ``fixture_*.npz`` of the parity folder is compared, on the official-layout synthetic
+checkpoints of its own ``weights_seed``, one test per reference tensor (a tensor the fixture lacks
+skips only its own test). Results are cached per (seed, input bytes), so fixtures that share
+inputs (the three 50-frame ones) cost one forward pass.
 
 Measured at 2 threads on an AMD EPYC (AVX-512) host: the appearance outputs within 3e-5 (the trunk
 runs channels_last; contiguous NCHW matches bit for bit), the audio and motion outputs within 1e-5.
@@ -17,23 +18,25 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import fixture_files
+from parity_folder import fixture_params
 
 from pdfgc_core.networks import appearance, audio, motion
 
 ATOL = 1e-4
-FIXTURES = fixture_files()
 NETS = {  # schema name -> (module, checkpoint file, dropped checkpoint prefixes)
     "appearance": (appearance.AppearanceEncoder, "appearance_model.pth", appearance.UNUSED_CHECKPOINT_PREFIXES),
     "motion": (motion.MotionEncoder, "motion_model.pth", motion.UNUSED_CHECKPOINT_PREFIXES),
     "audio": (audio.AudioEncoder, "audio_model.pth", audio.UNUSED_CHECKPOINT_PREFIXES),
 }
 STREAMS = ("pose", "exp", "eye")  # official order inside a 24-image motion batch
-STREAM_HEAD = {
+STREAM_HEAD = {  # stream -> (our head, its raw output in the fixture, all its outputs in the official batch)
     "pose": ("pose", "pose_embed_raw", "motion_in_pose_embed"),
     "exp": ("expression", "emo_embed_raw", "motion_in_emo_embed"),
     "eye": ("eye", "eye_embed_raw", "motion_in_eye_embed"),
 }
+RAW_TENSORS = {raw: stream for stream, (_, raw, _) in STREAM_HEAD.items()}
+BATCH_TENSORS = {every: stream for stream, (_, _, every) in STREAM_HEAD.items()}
+every_fixture = pytest.mark.parametrize("fx", fixture_params(inner=1), indirect=True)  # the rest: slow
 
 _nets, _results = {}, {}
 
@@ -47,29 +50,16 @@ def load_official(net: str, folder) -> torch.nn.Module:
     return module
 
 
-def fixture_params():
-    return pytest.mark.parametrize("fixture", FIXTURES, ids=[p.stem for p in FIXTURES])
-
-
 @pytest.fixture(scope="module")
-def nets(weights_for):
-    def get(seed: int, net: str):
-        if (seed, net) not in _nets:
-            _nets[seed, net] = load_official(net, weights_for(seed))
-        return _nets[seed, net]
+def net_for(fx, fx_weights):
+    """net name -> that network with the weights of the fixture's own seed."""
+
+    def get(net: str):
+        if (fx.seed, net) not in _nets:
+            _nets[fx.seed, net] = load_official(net, fx_weights)
+        return _nets[fx.seed, net]
 
     return get
-
-
-@pytest.fixture
-def fx(request, weights_for):
-    """The fixture's arrays, after checking that the cached weights are the ones it was made with."""
-    data = dict(np.load(request.getfixturevalue("fixture")))
-    manifest = json.loads((weights_for(int(data["weights_seed"])) / "fill_manifest.json").read_text())
-    for entry in str(data["weights_tensor_sha256"]).split("; "):
-        fname, digest = entry.split("=")
-        assert manifest["files"][fname]["tensor_sha256"] == digest, f"weights differ from {fname} of the fixture"
-    return data
 
 
 def cached(key, array: np.ndarray, fn):
@@ -113,28 +103,34 @@ def test_modules_stay_in_eval_mode():
         assert not any(sub.training for sub in m.modules())
 
 
-@fixture_params()
-def test_appearance_parity(fixture, fx, nets, parity_inputs, record_property):
-    net = nets(int(fx["weights_seed"]), "appearance")
-    id_vector, id_map = cached(("appearance", int(fx["weights_seed"])), parity_inputs["app_img"], net)
-    report(record_property, "id_feature0", max_diff(id_vector, fx["id_feature0"]))
-    report(record_property, "id_feature1", max_diff(id_map, fx["id_feature1"]))
+@every_fixture
+@pytest.mark.parametrize("tensor", ["id_feature0", "id_feature1"])
+def test_appearance_parity(fx, net_for, parity_inputs, record_property, tensor):
+    ref = fx.tensor(tensor)
+    id_vector, id_map = cached(("appearance", fx.seed), fx.input("app_img", parity_inputs), net_for("appearance"))
+    report(record_property, tensor, max_diff(id_vector if tensor == "id_feature0" else id_map, ref))
 
 
-@fixture_params()
-def test_audio_parity(fixture, fx, nets, parity_inputs, record_property):
-    net = nets(int(fx["weights_seed"]), "audio")
-    mel = fx.get("inputs__mel_windows", parity_inputs["mel_windows"])
+@every_fixture
+@pytest.mark.parametrize("tensor", ["audio_feat512", "mouth_embed_raw"])
+def test_audio_parity(fx, net_for, parity_inputs, record_property, tensor):
+    ref = fx.tensor(tensor)
+    net = net_for("audio")
 
     def run(x):  # official batching: 8 windows at a time, the last batch is the remainder
         feat = torch.cat([net.features(x[i : i + 8]) for i in range(0, len(x), 8)])
         return feat, net.mouth_embed(feat)
 
-    feat, mouth = cached(("audio", int(fx["weights_seed"])), mel, run)
-    report(record_property, "audio_feat512", max_diff(feat, fx["audio_feat512"]))
-    report(record_property, "mouth_embed_raw", max_diff(mouth, fx["mouth_embed_raw"]))
+    feat, mouth = cached(("audio", fx.seed), fx.input("mel_windows", parity_inputs), run)
+    report(record_property, tensor, max_diff(feat if tensor == "audio_feat512" else mouth, ref))
+
+
+def test_audio_forward_is_features_then_mouth_embed():
+    torch.manual_seed(0)
+    net = audio.AudioEncoder().eval()
+    mel = torch.randn(3, 1, 80, 20)
     with torch.no_grad():
-        assert torch.equal(net(torch.from_numpy(mel[-1:])), net.mouth_embed(net.features(torch.from_numpy(mel[-1:]))))
+        assert torch.equal(net(mel), net.mouth_embed(net.features(mel)))
 
 
 def first_batch(fx, inputs, stream: str) -> np.ndarray:
@@ -142,9 +138,9 @@ def first_batch(fx, inputs, stream: str) -> np.ndarray:
 
     A fixture's driving files are found by name in inputs.npz, in the stream's own directory first
     (fixture_A_cycle's expression directory is a copy of eye files)."""
-    n = int(fx["motion_batch_sizes"][0])
-    files = fx.get(f"inputs__drive_{stream}_files", inputs[f"drive_{stream}_files"])
-    fed = fx.get(f"inputs__drive_{stream}_fed_file_index", inputs[f"drive_{stream}_fed_file_index"])
+    n = int(fx.tensor("motion_batch_sizes")[0])
+    files = fx.input(f"drive_{stream}_files", inputs)
+    fed = fx.input(f"drive_{stream}_fed_file_index", inputs)
     names = [str(files[i]) for i in fed[:n]]
     for src in (stream,) + tuple(s for s in STREAMS if s != stream):
         src_files = [str(f) for f in inputs[f"drive_{src}_files"]]
@@ -155,33 +151,40 @@ def first_batch(fx, inputs, stream: str) -> np.ndarray:
     pytest.skip(f"{stream} files {names} of the first batch are not in inputs.npz")
 
 
-@fixture_params()
-def test_motion_parity_official_batch(fixture, fx, nets, parity_inputs, record_property):
-    """The official 24-image batch [pose n | exp n | eye n], all three heads."""
-    net = nets(int(fx["weights_seed"]), "motion")
-    n = int(fx["motion_batch_sizes"][0])
+@every_fixture
+@pytest.mark.parametrize("tensor", [*BATCH_TENSORS, *RAW_TENSORS])
+def test_motion_parity_official_batch(fx, net_for, parity_inputs, record_property, tensor):
+    """The official 24-image batch [pose n | exp n | eye n], all three heads: each head's output
+    for the whole batch (motion_in_*) and for its own stream (*_embed_raw)."""
+    ref = fx.tensor(tensor)
+    net = net_for("motion")
+    n = int(fx.tensor("motion_batch_sizes")[0])
     batch = np.concatenate([first_batch(fx, parity_inputs, s) for s in STREAMS])
-    out = cached(("motion", int(fx["weights_seed"]), "all"), batch, net)
-    for k, stream in enumerate(STREAMS):
-        head, raw, every = STREAM_HEAD[stream]
-        report(record_property, f"{every}[:{3 * n}]", max_diff(out[head], fx[every][: 3 * n]))
-        report(record_property, f"{raw}[:{n}]", max_diff(out[head][k * n : (k + 1) * n], fx[raw][:n]))
+    out = cached(("motion", fx.seed, "all"), batch, net)
+    if tensor in BATCH_TENSORS:
+        head = STREAM_HEAD[BATCH_TENSORS[tensor]][0]
+        report(record_property, f"{tensor}[:{3 * n}]", max_diff(out[head], ref[: 3 * n]))
+    else:
+        k = STREAMS.index(RAW_TENSORS[tensor])
+        head = STREAM_HEAD[STREAMS[k]][0]
+        report(record_property, f"{tensor}[:{n}]", max_diff(out[head][k * n : (k + 1) * n], ref[:n]))
 
 
-@fixture_params()
-def test_motion_single_head_fast_path(fixture, fx, nets, parity_inputs, record_property):
+@every_fixture
+@pytest.mark.parametrize("stream", STREAMS)
+def test_motion_single_head_fast_path(fx, net_for, parity_inputs, record_property, stream):
     """One head on its own stream only (n images instead of 3n) gives the same codes."""
-    net = nets(int(fx["weights_seed"]), "motion")
-    n = int(fx["motion_batch_sizes"][0])
-    for stream in STREAMS:
-        head, raw, _ = STREAM_HEAD[stream]
-        out = cached(
-            ("motion", int(fx["weights_seed"]), head),
-            first_batch(fx, parity_inputs, stream),
-            lambda x: net(x, heads=(head,)),
-        )
-        assert list(out) == [head]
-        report(record_property, f"{head} alone vs {raw}[:{n}]", max_diff(out[head], fx[raw][:n]))
+    head, raw, _ = STREAM_HEAD[stream]
+    ref = fx.tensor(raw)
+    net = net_for("motion")
+    n = int(fx.tensor("motion_batch_sizes")[0])
+    out = cached(
+        ("motion", fx.seed, head),
+        first_batch(fx, parity_inputs, stream),
+        lambda x: net(x, heads=(head,)),
+    )
+    assert list(out) == [head]
+    report(record_property, f"{head} alone vs {raw}[:{n}]", max_diff(out[head], ref[:n]))
 
 
 def test_motion_rejects_unknown_head_and_bad_shape():

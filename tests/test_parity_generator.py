@@ -4,17 +4,22 @@ fixtures, and against each other on random inputs.
 Frame-0 internals (``gen_f0_*``) were computed inside the official batch of 8, so frames 0-7
 run as one batch here; ``gen_images`` holds frames 0-11, i.e. the official batches 0-7 and
 8-15 (of which 8-11 are stored). The reference path costs about 1-3 s per frame on a small
-CPU, so only the first fixture runs it by default; the rest is marked slow.
+CPU, so it runs against the fixtures only in the full run (slow); the inner loop compares it
+with the fast path on random inputs, and the fast path with one fixture.
+
+Each fixture runs on the official-layout weights of its own ``weights_seed``; each stored tensor
+(every frame-0 internal, the images) is its own test, skipped when the fixture lacks it. The
+tests on random inputs use a copy of the session's synthetic generator (conftest ``synthetic_models``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 
-import numpy as np
 import pytest
 import torch
-from conftest import fixture_files
+from parity_folder import fixture_params
 
 from pdfgc_core.errors import InputError
 from pdfgc_core.networks.generator import (
@@ -35,8 +40,20 @@ from pdfgc_core.networks.layers import (
 
 TOL = 1e-4
 OFFICIAL_BATCH = 8
-FIXTURES = fixture_files()
-IMAGE_FIXTURES = [f for f in FIXTURES if "gen_images" in np.load(f).files]
+# inner loop: the fast path on the smallest fixture with images (internals and images share one run);
+# everything else on every fixture, and the reference path, in the full run (slow)
+INNER_IMAGES = fixture_params(inner=1, needs=("gen_images",))
+INTERNALS = (  # frame-0 internals captured by forward hooks; the fixtures store them as gen_f0_<name>
+    "conv1_out",
+    "skip_7",
+    "convs0_out",
+    "convs1_out",
+    "skip_14",
+    "skip_28",
+    "skip_56",
+    "skip_112",
+    "skip_224",
+)
 
 
 def load_generator(path) -> Generator:
@@ -51,35 +68,68 @@ def load_generator(path) -> Generator:
     return gen
 
 
+_GENERATORS: dict = {}
+
+
 @pytest.fixture(scope="module")
-def generator(weights_for):
-    return load_generator(weights_for(1) / "generator_model.pth")
+def fx_generator(fx, fx_weights) -> Generator:
+    """The generator with the weights of the fixture's own seed (one kept at a time: 365 MB each)."""
+    if fx.seed not in _GENERATORS:
+        _GENERATORS.clear()
+        _GENERATORS[fx.seed] = load_generator(fx_weights / "generator_model.pth")
+    return _GENERATORS[fx.seed]
 
 
-def fixture_inputs(path):
-    """(id_map [1,512,7,7], styles [N,2590], arrays) for a fixture file."""
-    z = dict(np.load(path))
-    motion = torch.from_numpy(z["gen_input_motion"])
-    appearance = torch.from_numpy(z["id_feature0"]).expand(motion.shape[0], -1)
-    return torch.from_numpy(z["id_feature1"]), torch.cat([appearance, motion], 1), z
+@pytest.fixture(scope="module")
+def generator(synthetic_models) -> Generator:
+    """A generator with weights for the tests on random inputs: a private copy of the session's
+    synthetic one, since these tests switch precision and layout, which replaces the generator's
+    cached fast-path weights (other modules measure memory around the shared one)."""
+    return copy.deepcopy(synthetic_models.generator)
+
+
+def fixture_inputs(fx):
+    """(id_map [1,512,7,7], styles [N,2590]) of a fixture."""
+    motion = torch.from_numpy(fx.tensor("gen_input_motion"))
+    appearance = torch.from_numpy(fx.tensor("id_feature0")).expand(motion.shape[0], -1)
+    return torch.from_numpy(fx.tensor("id_feature1")), torch.cat([appearance, motion], 1)
 
 
 _RUNS: dict = {}
 
 
-def run_batch(generator, path, impl: str, start: int):
+def frame0_internals(generator, run):
+    """``run()`` under forward hooks on the generator's layers: its result and frame 0 of every
+    layer output, named as the fixtures' gen_f0_* keys (conv1_out, convs0_out .. convs9_out,
+    skip_7 .. skip_224: the running RGB skip before tanh). Copied at once: the fast path reuses
+    a finished activation as scratch."""
+    kept = {}
+    convs = {generator.conv1: "conv1_out", **{m: f"convs{k}_out" for k, m in enumerate(generator.convs)}}
+
+    def hook(module, args, output):
+        kept[convs.get(module) or f"skip_{output.shape[-1]}"] = output[:1].clone()
+
+    layers = [*convs, generator.to_rgb1, *generator.to_rgbs]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        return run(), kept
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def run_batch(generator, fx, impl: str, start: int):
     """Frames start .. start+7 as one official batch, cached per module: (images, frame-0
-    internals named as the fixture's gen_f0_* keys). Only the first batch asks for internals,
-    so later batches run the default (scratch-reusing) fast path."""
-    key = (path, impl, start)
+    internals). Only the first batch asks for internals, so later batches run the default
+    (scratch-reusing) fast path."""
+    key = (fx.path, fx.seed, impl, start)
     if key not in _RUNS:
-        id_map, styles, z = fixture_inputs(path)
+        id_map, styles = fixture_inputs(fx)
         batch = styles[start : start + OFFICIAL_BATCH]
         with torch.inference_mode():
             if start == 0:
-                images, internals = generator(id_map, batch, impl=impl, return_internals=True)
-                names = [k[len("gen_f0_") :] for k in z if k.startswith("gen_f0_")]
-                _RUNS[key] = images, {name: internals[name][:1].clone() for name in names}
+                images, internals = frame0_internals(generator, lambda: generator(id_map, batch, impl=impl))
+                _RUNS[key] = images, {name: internals[name] for name in INTERNALS}
             else:
                 _RUNS[key] = generator(id_map, batch, impl=impl), {}
     return _RUNS[key]
@@ -87,14 +137,6 @@ def run_batch(generator, path, impl: str, start: int):
 
 def max_abs(a, b) -> float:
     return (torch.as_tensor(a).float() - torch.as_tensor(b).float()).abs().max().item()
-
-
-def fixture_params(paths, slow_after_first: bool):
-    """Parametrize over fixture files, optionally marking all but the first one slow."""
-    return [
-        pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if slow_after_first and i else [])
-        for i, p in enumerate(paths)
-    ]
 
 
 # --- layout ---------------------------------------------------------------------------------
@@ -115,66 +157,75 @@ def test_state_dict_matches_schema(parity):
         assert torch.equal(CHECKPOINT_CONSTANT_BUFFERS[key], value), key
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
-def test_fixture_style_layout(path):
-    _, styles, z = fixture_inputs(path)
-    assert torch.equal(styles[0], torch.from_numpy(z["gen_style_full_f0"]))
+@pytest.mark.parametrize("fx", fixture_params(), indirect=True)
+def test_fixture_style_layout(fx):
+    _, styles = fixture_inputs(fx)
+    assert torch.equal(styles[0], torch.from_numpy(fx.tensor("gen_style_full_f0")))
+
+
+def test_hooks_capture_every_stored_internal():
+    gen = Generator().eval()
+    with torch.inference_mode():
+        _, internals = frame0_internals(gen, lambda: gen(torch.zeros(1, 512, 7, 7), torch.zeros(1, 2590)))
+    assert set(INTERNALS) <= set(internals)
 
 
 # --- official fixtures ----------------------------------------------------------------------
 
 
-def check_internals(generator, path, impl):
-    _, internals = run_batch(generator, path, impl, 0)
-    z = np.load(path)
-    assert internals, "fixture has no gen_f0_* internals"
-    errors = {name: max_abs(value, z[f"gen_f0_{name}"]) for name, value in internals.items()}
-    assert max(errors.values()) < TOL, errors
+def check_internal(generator, fx, impl, name):
+    ref = fx.tensor(f"gen_f0_{name}")
+    _, internals = run_batch(generator, fx, impl, 0)
+    err = max_abs(internals[name], ref)
+    assert err < TOL, f"{name}: max abs {err:.3g}"
 
 
-def check_images(generator, path, impl, batches):
-    z = np.load(path)
-    expected = z["gen_images"]
+def check_images(generator, fx, impl, batches):
+    expected = fx.tensor("gen_images")
+    num_frames = int(fx.tensor("num_frames"))
     for start in batches:
-        images, _ = run_batch(generator, path, impl, start)
+        images, _ = run_batch(generator, fx, impl, start)
         n = min(OFFICIAL_BATCH, expected.shape[0] - start)
-        assert images.shape == (min(OFFICIAL_BATCH, int(z["num_frames"]) - start), 3, 224, 224)
+        assert images.shape == (min(OFFICIAL_BATCH, num_frames - start), 3, 224, 224)
         assert images.dtype == torch.float32
         err = max_abs(images[:n], expected[start : start + n])
         assert err < TOL, f"frames {start}..{start + n - 1}: max abs {err:.3g}"
 
 
-@pytest.mark.parametrize("path", fixture_params(FIXTURES, slow_after_first=False))
-def test_fast_internals(generator, path):
-    check_internals(generator, path, "fast")
+def second_batches(fx):
+    return range(OFFICIAL_BATCH, fx.tensor("gen_images").shape[0], OFFICIAL_BATCH)
 
 
-@pytest.mark.parametrize("path", fixture_params(FIXTURES, slow_after_first=True))
-def test_reference_internals(generator, path):
-    check_internals(generator, path, "reference")
+@pytest.mark.parametrize("fx", INNER_IMAGES, indirect=True)
+@pytest.mark.parametrize("name", INTERNALS)
+def test_fast_internals(fx_generator, fx, name):
+    check_internal(fx_generator, fx, "fast", name)
 
 
-@pytest.mark.parametrize("path", fixture_params(IMAGE_FIXTURES, slow_after_first=False))
-def test_fast_images_first_batch(generator, path):
-    check_images(generator, path, "fast", [0])
+@pytest.mark.parametrize("fx", fixture_params(inner=0), indirect=True)
+@pytest.mark.parametrize("name", INTERNALS)
+def test_reference_internals(fx_generator, fx, name):
+    check_internal(fx_generator, fx, "reference", name)
 
 
-@pytest.mark.parametrize("path", fixture_params(IMAGE_FIXTURES, slow_after_first=True))
-def test_reference_images_first_batch(generator, path):
-    check_images(generator, path, "reference", [0])
+@pytest.mark.parametrize("fx", INNER_IMAGES, indirect=True)
+def test_fast_images_first_batch(fx_generator, fx):
+    check_images(fx_generator, fx, "fast", [0])
 
 
-@pytest.mark.parametrize("path", fixture_params(IMAGE_FIXTURES, slow_after_first=True))
-def test_fast_images_second_batch(generator, path):
-    n = np.load(path)["gen_images"].shape[0]
-    check_images(generator, path, "fast", range(OFFICIAL_BATCH, n, OFFICIAL_BATCH))
+@pytest.mark.parametrize("fx", fixture_params(inner=0), indirect=True)
+def test_reference_images_first_batch(fx_generator, fx):
+    check_images(fx_generator, fx, "reference", [0])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in IMAGE_FIXTURES])
-def test_reference_images_second_batch(generator, path):
-    n = np.load(path)["gen_images"].shape[0]
-    check_images(generator, path, "reference", range(OFFICIAL_BATCH, n, OFFICIAL_BATCH))
+@pytest.mark.parametrize("fx", fixture_params(inner=0), indirect=True)
+def test_fast_images_second_batch(fx_generator, fx):
+    check_images(fx_generator, fx, "fast", second_batches(fx))
+
+
+@pytest.mark.parametrize("fx", fixture_params(inner=0), indirect=True)
+def test_reference_images_second_batch(fx_generator, fx):
+    check_images(fx_generator, fx, "reference", second_batches(fx))
 
 
 # --- fast vs reference on random inputs ----------------------------------------------------
@@ -186,7 +237,7 @@ def random_styles(b, seed=0):
     return torch.cat([0.5 + 0.16 * torch.randn(b, 2048, generator=g), torch.randn(b, 542, generator=g)], 1)
 
 
-@pytest.mark.parametrize("batch", [1, 3, pytest.param(8, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("batch", [1, pytest.param(3, marks=pytest.mark.slow), pytest.param(8, marks=pytest.mark.slow)])
 def test_generator_fast_matches_reference_random(generator, batch):
     styles = random_styles(batch, seed=batch)
     id_map = torch.randn(batch, 512, 7, 7, generator=torch.Generator().manual_seed(10 + batch))

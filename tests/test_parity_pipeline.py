@@ -3,7 +3,9 @@
 For every ``fixture_*.npz`` in the parity folder: the official-layout weights for its
 ``weights_seed`` are filled (cached), loaded with ``load_models``, and every stage is compared
 with the official tensors: mel windows from ``wav_normalized`` exactly, id features, raw and
-processed embeddings, the generator's motion input and frames within 1e-4.
+processed embeddings, the generator's motion input and frames within 1e-4. The factors a fixture
+switches on follow from the official flags it was made with (``flags``). Each stored tensor is its
+own test, skipped when the fixture lacks it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import fixture_files, parity_dir
+from parity_folder import fixture_params, manifest_digests, parity_dir
 
 from pdfgc_core import audio, images
 from pdfgc_core.checkpoints import load_models
@@ -23,35 +25,47 @@ from pdfgc_core.factors import assemble_motion, fit_length
 from pdfgc_core.pipeline import Driver, RenderSettings, encode_driver
 
 TOL = 1e-4
-SETTINGS = {  # fixture "setting" -> (mouth, expression, eye, pose, blink, gaze)
-    "all": dict(mouth=True, expression=True, eye=True, pose=True, blink=True, gaze=True),
-    "mouthonly": dict(mouth=True, expression=False, eye=False, pose=False, blink=False, gaze=False),
-    "blinkoff_gazeon": dict(mouth=True, expression=True, eye=True, pose=True, blink=False, gaze=True),
-    "all_cycle": dict(mouth=True, expression=True, eye=True, pose=True, blink=True, gaze=True),
+STREAMS = {"pose": "pose", "exp": "expression", "eye": "eye"}  # fixture stream -> factor
+FLAG_FACTORS = {  # official command-line flag -> factors it switches on
+    "--mouth": ("mouth",),
+    "--emo": ("expression",),
+    "--headpose": ("pose",),
+    "--blink": ("eye", "blink"),
+    "--gaze": ("eye", "gaze"),
+    "--all": ("mouth", "expression", "pose", "eye", "blink", "gaze"),
 }
-STREAMS = {"pose": "pose", "exp": "expression", "eye": "eye"}
+FACTORS = ("mouth", "expression", "eye", "pose", "blink", "gaze")
+every_fixture = pytest.mark.parametrize("fx", fixture_params(inner=1), indirect=True)  # the rest: slow
 
-FIXTURES = fixture_files()
+
+def factors_on(flags: str) -> dict[str, bool]:
+    """{factor: on} for the official flags a fixture was made with, e.g. "--mouth --gaze"."""
+    unknown = [f for f in flags.split() if f not in FLAG_FACTORS]
+    if unknown or not flags.split():
+        pytest.fail(f"unknown official flags {flags!r}: extend FLAG_FACTORS", pytrace=False)
+    on = {name for f in flags.split() for name in FLAG_FACTORS[f]}
+    return {name: name in on for name in FACTORS}
 
 
 def maxabs(a, b) -> float:
     return float((torch.as_tensor(np.asarray(a)).double() - torch.as_tensor(np.asarray(b)).double()).abs().max())
 
 
-@functools.lru_cache(maxsize=2)
-def engine_for(seed: int) -> Engine:
-    from conftest import official_weights
+_ENGINES: dict = {}
 
-    return Engine(load_models(official_weights(parity_dir(), seed)), device="cpu", precision="fp32")
+
+@pytest.fixture(scope="module")
+def engine(fx, fx_weights) -> Engine:
+    """The public loader and Engine on the fixture's own seed (one kept at a time)."""
+    if fx.seed not in _ENGINES:
+        _ENGINES.clear()
+        _ENGINES[fx.seed] = Engine(load_models(fx_weights), device="cpu", precision="fp32")
+    return _ENGINES[fx.seed]
 
 
 @functools.lru_cache(maxsize=1)
 def inputs() -> dict:
     return dict(np.load(parity_dir() / "inputs.npz", allow_pickle=False))
-
-
-def fixture(path: Path) -> dict:
-    return dict(np.load(path, allow_pickle=False))
 
 
 def sample_roots() -> list[Path]:
@@ -78,10 +92,9 @@ def locate_driver_files(stream: str, names: tuple[str, ...], first_u8_key: str) 
     pytest.skip(f"sample files for the {stream} driver ({names[0]}...) not found beside the parity folder")
 
 
-def driver_folder(tmp_path: Path, fx: dict, stream: str) -> Path:
+def driver_folder(tmp_path: Path, fx, stream: str) -> Path:
     """A folder with the official driver files of ``stream`` for this fixture (symlinks)."""
-    key = f"inputs__drive_{stream}_files" if f"inputs__drive_{stream}_files" in fx else f"drive_{stream}_files"
-    names = tuple(str(n) for n in (fx[key] if key in fx else inputs()[key]))
+    names = tuple(str(n) for n in fx.input(f"drive_{stream}_files", inputs()))
     # the cycle fixture's exp stream is made of eye images; look the names up in every stream
     for src in (stream, "eye", "pose", "exp"):
         try:
@@ -93,7 +106,7 @@ def driver_folder(tmp_path: Path, fx: dict, stream: str) -> Path:
         except pytest.skip.Exception:
             continue
     else:
-        pytest.skip(f"no sample folder holds the {stream} files of this fixture")
+        pytest.skip(f"no sample folder holds the {stream} files of {fx.name}")
     by_name = {f.name: f for f in files}
     out = tmp_path / stream
     out.mkdir()
@@ -102,101 +115,93 @@ def driver_folder(tmp_path: Path, fx: dict, stream: str) -> Path:
     return out
 
 
-def fixture_windows(fx: dict) -> torch.Tensor:
-    wav = fx.get("inputs__wav_normalized", inputs()["wav_normalized"])
-    return audio.mel_windows(audio.mel_spectrogram(wav))
+def fixture_windows(fx) -> torch.Tensor:
+    return audio.mel_windows(audio.mel_spectrogram(fx.input("wav_normalized", inputs())))
 
 
-@pytest.fixture(params=FIXTURES, ids=[p.stem for p in FIXTURES], scope="module")
-def case(request):
-    if not FIXTURES:
-        pytest.skip("no parity fixtures")
-    fx = fixture(request.param)
-    setting = str(fx["setting"])
-    if setting not in SETTINGS:
-        pytest.fail(f"unknown fixture setting {setting!r}: extend SETTINGS")
-    return fx, engine_for(int(fx["weights_seed"])), SETTINGS[setting]
+def appearance(engine):
+    return engine.encode_appearance(images.prepare_batch(inputs()["app_rgb_u8"][None], crop="none"))
 
 
-def test_weights_are_the_fixture_weights(case, parity):
-    import json
-
-    from conftest import official_weights
-
-    fx, _, _ = case
-    manifest = json.loads((official_weights(parity, int(fx["weights_seed"])) / "fill_manifest.json").read_text())
-    digests = "".join(v["tensor_sha256"] for v in manifest["files"].values())
-    stored = str(fx["weights_tensor_sha256"])
-    for v in manifest["files"].values():
-        assert v["tensor_sha256"] in stored, (digests, stored)
+@every_fixture
+def test_weights_are_the_fixture_weights(fx, fx_weights):
+    """The filled checkpoints of the fixture's weights_seed are the ones it stores digests of."""
+    fx.tensor("weights_tensor_sha256")
+    assert fx.weight_digests() == manifest_digests(fx_weights)
 
 
-def test_mel_windows_exact(case):
-    fx, _, _ = case
-    want = fx.get("inputs__mel_windows", inputs()["mel_windows"])
+@every_fixture
+def test_factors_follow_the_official_flags(fx):
+    on = factors_on(str(fx.tensor("flags")))
+    assert on["mouth"] or on["expression"] or on["eye"] or on["pose"], on
+
+
+@every_fixture
+def test_mel_windows_exact(fx):
+    want = fx.input("mel_windows", inputs())
     assert torch.equal(fixture_windows(fx), torch.from_numpy(want))
 
 
-def test_appearance(case):
-    fx, engine, _ = case
-    app = engine.encode_appearance(images.prepare_batch(inputs()["app_rgb_u8"][None], crop="none"))
-    assert maxabs(app.id_vector, fx["id_feature0"]) <= TOL
-    assert maxabs(app.id_map, fx["id_feature1"]) <= TOL
+@every_fixture
+@pytest.mark.parametrize("tensor", ["id_feature0", "id_feature1"])
+def test_appearance(fx, engine, tensor):
+    ref = fx.tensor(tensor)
+    app = appearance(engine)
+    assert maxabs(app.id_vector if tensor == "id_feature0" else app.id_map, ref) <= TOL
 
 
-def test_mouth_raw(case):
-    fx, engine, _ = case
+@every_fixture
+def test_mouth_raw(fx, engine):
+    ref = fx.tensor("mouth_embed_raw")
     mouth = engine.encode_mouth(fixture_windows(fx))
-    assert maxabs(mouth.values, fx["mouth_embed_raw"]) <= TOL
+    assert maxabs(mouth.values, ref) <= TOL
 
 
 _ENCODED: dict = {}
 
 
 @pytest.fixture(scope="module")
-def drivers(case, tmp_path_factory):
+def drivers(fx, engine, tmp_path_factory):
     """Raw pose / eye / expression per output frame, encoded from the official folders
     (fixtures sharing weights and folders share one encoding)."""
-    fx, engine, _ = case
     tmp = tmp_path_factory.mktemp("drivers")
-    n = int(fx["num_frames"])
+    n = int(fx.tensor("num_frames"))
     out = {}
     for stream, head in STREAMS.items():
         folder = driver_folder(tmp, fx, stream)
-        key = (int(fx["weights_seed"]), head, n, tuple(sorted(p.name for p in folder.iterdir())))
+        key = (fx.seed, head, n, tuple(sorted(p.name for p in folder.iterdir())))
         if key not in _ENCODED:
             _ENCODED[key] = encode_driver(engine, Driver(folder), [head], n, RenderSettings())[head]
         out[head] = fit_length(_ENCODED[key], n, "loop")
     return out
 
 
-def test_driver_embeddings(case, drivers):
-    fx, _, _ = case
-    assert maxabs(drivers["pose"].values, fx["pose_embed_raw"]) <= TOL
-    assert maxabs(drivers["eye"].values, fx["eye_embed_raw"]) <= TOL
-    assert maxabs(drivers["expression"].values, fx["emo_embed_raw"]) <= TOL
+@every_fixture
+@pytest.mark.parametrize("tensor", ["pose_embed_raw", "eye_embed_raw", "emo_embed_raw"])
+def test_driver_embeddings(fx, drivers, tensor):
+    ref = fx.tensor(tensor)
+    factor = {"pose_embed_raw": "pose", "eye_embed_raw": "eye", "emo_embed_raw": "expression"}[tensor]
+    assert maxabs(drivers[factor].values, ref) <= TOL
 
 
 @pytest.fixture(scope="module")
-def motion(case, drivers):
-    fx, engine, on = case
-    n = int(fx["num_frames"])
+def motion(fx, engine, drivers):
+    on = factors_on(str(fx.tensor("flags")))
+    n = int(fx.tensor("num_frames"))
     mouth = engine.encode_mouth(fixture_windows(fx))
     factors = {"mouth": mouth, **drivers}
     return assemble_motion(n, **{k: f for k, f in factors.items() if on[k]}, blink=on["blink"], gaze=on["gaze"])
 
 
-def test_generator_input_motion(case, motion):
-    fx, _, _ = case
-    assert motion.shape == fx["gen_input_motion"].shape
-    assert maxabs(motion, fx["gen_input_motion"]) <= TOL
+@every_fixture
+def test_generator_input_motion(fx, motion):
+    ref = fx.tensor("gen_input_motion")
+    assert motion.shape == ref.shape
+    assert maxabs(motion, ref) <= TOL
 
 
-def test_frames_fast_path(case, motion):
-    fx, engine, _ = case
-    if "gen_images" not in fx:
-        pytest.skip("fixture has no frames")
-    app = engine.encode_appearance(images.prepare_batch(inputs()["app_rgb_u8"][None], crop="none"))
-    n = fx["gen_images"].shape[0]
-    frames = engine.generate_all(app, motion[:n])
-    assert maxabs(frames, fx["gen_images"]) <= TOL
+@every_fixture
+def test_frames_fast_path(fx, engine, motion):
+    ref = fx.tensor("gen_images")
+    frames = engine.generate_all(appearance(engine), motion[: ref.shape[0]])
+    assert maxabs(frames, ref) <= TOL

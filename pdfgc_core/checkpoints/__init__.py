@@ -16,11 +16,21 @@ uses is checked; the error names the file, the key and what to do.
 """
 
 from .convert import convert, save_safetensors
-from .models import FORMAT_NAME, FORMAT_VERSION, INSTALL_HINT, NETWORKS, OFFICIAL_FILES, LoadReport, PDFGCModels
+from .models import (
+    CHECKPOINT_URL,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    INSTALL_HINT,
+    NETWORKS,
+    OFFICIAL_FILES,
+    LoadReport,
+    PDFGCModels,
+)
 from .sources import LOAD_ORDER, open_checkpoint, safetensors_metadata
 from .validate import build_network, load_models, models_from_state_dicts
 
 __all__ = [
+    "CHECKPOINT_URL",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "INSTALL_HINT",

@@ -25,10 +25,12 @@ FORMAT_NAME = "pdfgc"
 FORMAT_VERSION = 1
 
 
+CHECKPOINT_URL = "https://drive.google.com/file/d/1UtFpTnRvUNGNSsr1LDU6W5nNtzacIB9J/view"
+"""Where the authors' PD-FGC-inference README links the official checkpoints.tar."""
 INSTALL_HINT = (
-    "Download the official PD-FGC checkpoints (checkpoints.tar from the authors' PD-FGC-inference "
-    "repository) and put the tar file, or a folder holding appearance_model.pth, motion_model.pth, "
-    "audio_model.pth and generator_model.pth, into ComfyUI/models/pdfgc/ (or pass its path)."
+    f"Download the official PD-FGC checkpoints (checkpoints.tar, linked from the authors' PD-FGC-inference "
+    f"README: {CHECKPOINT_URL}) and put the tar file, or a folder holding appearance_model.pth, "
+    f"motion_model.pth, audio_model.pth and generator_model.pth, into ComfyUI/models/pdfgc/ (or pass its path)."
 )
 
 

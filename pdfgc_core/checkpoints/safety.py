@@ -17,9 +17,18 @@ from .models import INSTALL_HINT
 log = logging.getLogger("pdfgc")
 
 
-MAX_TAR_MEMBER_BYTES = 4 << 30
-"""Largest ``.pth`` accepted inside a tar (the official generator file is ~365 MB); guards memory
-against a crafted or decompression-bomb archive."""
+MAX_CHECKPOINT_BYTES = 4 << 30
+"""Largest checkpoint file content accepted, unpacked (the official generator file is ~365 MB):
+the declared size of a ``.pth``'s zip members together, or of one ``.pth`` inside a tar."""
+MAX_TAR_MEMBER_BYTES = MAX_CHECKPOINT_BYTES
+
+MAX_EXPANSION = 10
+"""Compressed checkpoint data may unpack to at most this many times its packed size (plus
+:data:`EXPANSION_ALLOWANCE`): trained weights barely compress (about 1.1x), while a decompression
+bomb unpacks 1000x or more. Checked from the declared sizes before anything is unpacked."""
+EXPANSION_ALLOWANCE = 16 << 20
+"""Bytes any compressed member or archive may unpack to whatever its ratio (small pickles and tar
+headers compress well)."""
 
 
 _BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
@@ -56,15 +65,47 @@ def first_line(e: BaseException | str, limit: int = 200) -> str:
     return lines[0][:limit] if lines else "no detail"
 
 
-def _zip_damage(data) -> str | None:
+def _zip_oversized(z: zipfile.ZipFile) -> str | None:
+    """Why the declared sizes of a zip-format ``.pth`` are refused (None if they are fine): more than
+    :data:`MAX_CHECKPOINT_BYTES` in all, or a compressed member that unpacks more than
+    :data:`MAX_EXPANSION` times its packed size. Read from the zip's directory, nothing unpacked."""
+    infos = z.infolist()
+    total = sum(i.file_size for i in infos)
+    if total > MAX_CHECKPOINT_BYTES:
+        return (
+            f"its members declare {total / 2**30:.1f} GiB unpacked, more than the "
+            f"{MAX_CHECKPOINT_BYTES / 2**30:g} GiB any PD-FGC checkpoint needs"
+        )
+    for i in infos:
+        if i.compress_type != zipfile.ZIP_STORED and i.file_size > max(
+            MAX_EXPANSION * i.compress_size, EXPANSION_ALLOWANCE
+        ):
+            return (
+                f"member {i.filename!r} would unpack from {i.compress_size} bytes to {i.file_size / 2**20:.0f} MiB "
+                f"({i.file_size / max(i.compress_size, 1):.0f}x; trained weights compress about 1.1x): "
+                f"a decompression bomb or a damaged file"
+            )
+    return None
+
+
+def _zip_damage(data, where: str) -> str | None:
     """Name of the first member of a zip-format ``.pth`` whose CRC-32 does not match its bytes (torch
     itself does not check them, so flipped bytes in tensor data would load silently); None if all
-    match or the file is not a readable zip (``torch.load`` then reports it)."""
+    match or the file is not a readable zip (``torch.load`` then reports it). Declared sizes that
+    :func:`_zip_oversized` refuses raise CheckpointError before any member is unpacked."""
     try:
-        with zipfile.ZipFile(data) as z:
-            return z.testzip()
-    except Exception:
-        return None
+        try:
+            z = zipfile.ZipFile(data)
+        except Exception:
+            return None
+        with z:
+            oversized = _zip_oversized(z)
+            if oversized:
+                raise CheckpointError(f"{where}: refused before unpacking: {oversized}. Download it again.")
+            try:
+                return z.testzip()
+            except Exception:
+                return None
     finally:
         if hasattr(data, "seek"):
             data.seek(0)
@@ -72,7 +113,7 @@ def _zip_damage(data) -> str | None:
 
 def safe_torch_load(data, where: str) -> dict:
     _check_pickle_safety(where)
-    bad_member = _zip_damage(data)
+    bad_member = _zip_damage(data, where)
     if bad_member is not None:
         raise CheckpointError(
             f"{where}: is corrupted: the bytes of {bad_member!r} inside it do not match their "

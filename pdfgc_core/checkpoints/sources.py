@@ -7,6 +7,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import lzma
+import os
+import stat
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -14,8 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CheckpointError
+from ..media.listing import file_kind
 from .models import FORMAT_NAME, FORMAT_VERSION, INSTALL_HINT, NETWORKS, OFFICIAL_FILES
-from .safety import MAX_TAR_MEMBER_BYTES, first_line, safe_torch_load
+from .safety import EXPANSION_ALLOWANCE, MAX_EXPANSION, MAX_TAR_MEMBER_BYTES, first_line, safe_torch_load
 
 log = logging.getLogger("pdfgc")
 
@@ -42,6 +46,9 @@ def _folder_readers(folder: Path) -> Readers:
     )
 
 
+_TAR_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, lzma.LZMAError)
+
+
 def _tar_error(path: Path, e: BaseException) -> CheckpointError:
     return CheckpointError(
         f"{path}: cannot be read as a tar archive ({type(e).__name__}: {first_line(e)}); it is "
@@ -49,17 +56,46 @@ def _tar_error(path: Path, e: BaseException) -> CheckpointError:
     )
 
 
+MAX_TAR_MEMBERS = 10_000
+"""Entries a checkpoint tar may hold (the official one has a handful)."""
+
+
+def _tar_members(path: Path, tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    """The ``.pth`` members of ``tar`` by file name. Headers are read one by one; a compressed
+    archive (gz, bz2, xz) is unpacked only as far as :data:`MAX_EXPANSION` times its size on disk
+    (plus :data:`EXPANSION_ALLOWANCE`): a member that would end beyond that is refused before its
+    bytes are unpacked, so a decompression bomb neither fills memory nor runs for minutes."""
+    limit = max(MAX_EXPANSION * path.stat().st_size, EXPANSION_ALLOWANCE)
+    members = {}
+    try:
+        for count, m in enumerate(tar, 1):
+            if m.offset_data + m.size > limit:
+                raise CheckpointError(
+                    f"{path}: refused before unpacking: {m.name!r} would end {(m.offset_data + m.size) / 2**20:.0f} "
+                    f"MiB into the unpacked archive, more than {MAX_EXPANSION}x the archive's "
+                    f"{path.stat().st_size / 2**20:.1f} MiB on disk (trained weights compress about 1.1x). It is "
+                    f"a decompression bomb or damaged. Download checkpoints.tar again."
+                )
+            if count > MAX_TAR_MEMBERS:
+                raise CheckpointError(
+                    f"{path}: holds more than {MAX_TAR_MEMBERS} entries; it is not the official checkpoints.tar. "
+                    f"{INSTALL_HINT}"
+                )
+            if m.isfile() and m.name.endswith(".pth"):
+                members[Path(m.name).name] = m
+    except _TAR_ERRORS as e:
+        raise _tar_error(path, e) from None
+    return members
+
+
 @contextmanager
 def _tar_readers(path: Path) -> Iterator[Readers]:
     try:
         tar = tarfile.open(path, "r:*")
-    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+    except _TAR_ERRORS as e:
         raise _tar_error(path, e) from None
     with tar:
-        try:
-            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile() and m.name.endswith(".pth")}
-        except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-            raise _tar_error(path, e) from None
+        members = _tar_members(path, tar)
         missing = [f for f in OFFICIAL_FILES.values() if f not in members]
         if missing:
             raise CheckpointError(
@@ -76,22 +112,31 @@ def _tar_readers(path: Path) -> Iterator[Readers]:
                 )
             try:
                 data = io.BytesIO(tar.extractfile(m).read())
-            except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
+            except _TAR_ERRORS as e:
                 raise _tar_error(path, e) from None
             return safe_torch_load(data, where)
 
         yield {net: (f"{path}:{members[f].name}", lambda m=members[f]: read(m)) for net, f in OFFICIAL_FILES.items()}
 
 
-def safetensors_metadata(path) -> dict:
-    """The ``__metadata__`` of a .safetensors file (reads only the header). Raises ``ValueError``
-    for a file whose header is not a JSON object."""
+MAX_SAFETENSORS_HEADER = 100_000_000
+"""Largest .safetensors header read (the safetensors library's own limit)."""
+
+
+def safetensors_metadata(path, max_header: int = MAX_SAFETENSORS_HEADER) -> dict:
+    """The ``__metadata__`` of a .safetensors file (reads only the header, at most ``max_header``
+    bytes). Raises ``ValueError`` for a header that is longer, or not a JSON object, and for a path
+    that is not a regular file (``MediaError``, a ``ValueError``: a FIFO is never opened)."""
+    from ..media.listing import open_regular
+
     path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
+    with open_regular(path, "File") as f:
+        size = os.fstat(f.fileno()).st_size
         n = int.from_bytes(f.read(8), "little")
         if size < 8 or n > size - 8:
             raise ValueError(f"header length {n} does not fit a file of {size} bytes")
+        if n > max_header:
+            raise ValueError(f"header length {n} is more than the {max_header} bytes read")
         try:
             header = json.loads(f.read(n))
         except RecursionError:
@@ -165,6 +210,9 @@ def open_checkpoint(path) -> Iterator[tuple[str, dict, Readers]]:
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder. {INSTALL_HINT}")
+    st = path.stat()
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):  # a FIFO would block the reader forever
+        raise CheckpointError(f"{path}: is {file_kind(st)}, not a checkpoint file or folder. {INSTALL_HINT}")
     if path.is_dir():
         yield "official-folder", {}, _folder_readers(path)
     elif path.suffix == ".safetensors":

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..networks import build_network, is_unused_checkpoint_key
+from ..networks import build_network, is_unused_checkpoint_key, optional_checkpoint_prefixes
 from .models import INSTALL_HINT, NETWORKS, LoadReport, PDFGCModels
 from .sources import LOAD_ORDER, open_checkpoint
 
@@ -28,6 +28,21 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def _not_plain(t) -> str | None:
+    """Why ``t`` is not an ordinary dense tensor with values (None if it is one)."""
+    if type(t) not in (torch.Tensor, nn.Parameter):
+        return f"a {type(t).__name__} object, not a tensor" if not torch.is_tensor(t) else f"a {type(t).__name__}"
+    if t.is_meta:
+        return "a meta tensor: a shape without values"
+    if t.layout != torch.strided:
+        return f"layout {t.layout}, not dense"
+    if t.is_quantized:
+        return f"quantized, dtype {t.dtype}"
+    if getattr(t, "is_nested", False):
+        return "a nested tensor"
+    return None
 
 
 def _clean(net: str, where: str, sd: dict, model_keys: dict, report: LoadReport) -> dict:
@@ -56,6 +71,13 @@ def _clean(net: str, where: str, sd: dict, model_keys: dict, report: LoadReport)
         report.warn(
             f"{where}: no stored noise buffers ({len(noise_missing)} missing); the generator uses "
             f"seeded random noise instead, so frames will differ from the official ones."
+        )
+    odd = [f"{k} ({problem})" for k in [*model_keys, *consts] if k in sd and (problem := _not_plain(sd[k]))]
+    if odd:
+        raise CheckpointError(
+            f"{where}: {len(odd)} tensor(s) of the {net} network hold no plain values: {'; '.join(odd[:3])}. "
+            f"A checkpoint stores every weight as an ordinary dense tensor; this file was saved from a "
+            f"model that was not materialised, converted or quantized. {INSTALL_HINT}"
         )
     for k, (shape, _) in model_keys.items():  # BatchNorm counters: unused, saved as () or (1,)
         if k.endswith("num_batches_tracked") and k in sd and sd[k].numel() == 1:
@@ -120,8 +142,43 @@ def _materialise(net: str, module: nn.Module, sd: dict, report: LoadReport) -> n
     return module.eval().requires_grad_(False)
 
 
+def _has_optional_heads(net: str, where: str, sd: dict, report: LoadReport) -> bool:
+    """True when ``sd`` carries every key of ``net``'s optional heads, well shaped, typed and finite;
+    a partial or damaged optional head is reported and left out (rendering never uses it)."""
+    prefixes = optional_checkpoint_prefixes(net)
+    if not prefixes:
+        return False
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    wanted = {k: v for k, v in _model_keys(build_network(net, optional=True)).items() if k.startswith(prefixes)}
+    present = [k for k in wanted if k in sd]
+    if not present:
+        return False
+    groups = ", ".join(sorted({k.split(".")[0] for k in wanted}))
+    problems = [k for k in wanted if k not in sd]
+    for k in present:
+        t, (shape, dtype) = sd[k], wanted[k]
+        if not torch.is_tensor(t) or (tuple(t.shape) != tuple(shape) and t.numel() != 1):
+            problems.append(k)
+        elif dtype.is_floating_point and (t.dtype not in _FLOAT_DTYPES or not bool(torch.isfinite(t.float()).all())):
+            problems.append(k)
+    if problems:
+        report.warn(
+            f"{where}: the optional head ({groups}) is incomplete or damaged (e.g. {', '.join(problems[:3])}); it "
+            f"is ignored: rendering is unaffected, but motion-embedding export needs it"
+        )
+        return False
+    return True
+
+
 def _load_network(net: str, where: str, sd: dict, report: LoadReport) -> nn.Module:
-    module = build_network(net)
+    optional = _has_optional_heads(net, where, sd, report)
+    module = build_network(net, optional=optional)
+    if optional:
+        groups = ", ".join(
+            sorted({k.split(".")[0] for k in _model_keys(module) if k.startswith(optional_checkpoint_prefixes(net))})
+        )
+        report.note(f"{where}: loaded the optional head ({groups}), used only by the motion-embedding export")
     return _materialise(net, module, _clean(net, where, sd, _model_keys(module), report), report)
 
 

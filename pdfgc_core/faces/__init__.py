@@ -17,6 +17,7 @@ from .align import (
     TEMPLATE,
     CropInfo,
     align_faces,
+    alignment_problems,
     apply_affine,
     compose_affine,
     image_transforms,
@@ -27,8 +28,10 @@ from .align import (
     warp_crops,
 )
 from .convert import MIN_SIDE, as_rgb_f32, as_rgb_u8
+from .headpose import HeadPose, estimate_head_pose, estimate_head_poses
 from .landmarks import (
     BACKENDS,
+    DETECTORS,
     FAN_FILES,
     DlibDetector,
     Face,
@@ -42,10 +45,15 @@ from .landmarks import (
 from .paste import DEFAULT_FEATHER, GENERATOR_WINDOW, VIEWS, face_mask, paste_back, view_to_crop
 
 __all__ = [
+    "alignment_problems",
+    "HeadPose",
+    "estimate_head_pose",
+    "estimate_head_poses",
     "BACKENDS",
     "BORDERS",
     "CROP_SIZE",
     "DEFAULT_FEATHER",
+    "DETECTORS",
     "FAN_FILES",
     "GENERATOR_WINDOW",
     "MIN_EYE_DISTANCE",

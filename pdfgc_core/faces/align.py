@@ -43,13 +43,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FaceNotFoundError, InputError
+from ..images import SIZE, resize_224
 from .convert import as_rgb_u8
 from .landmarks import Face, LandmarkDetector, get_detector
 
 TEMPLATE = np.array([[87.0, 59.0], [137.0, 59.0], [112.0, 120.0]])
 """Crop-pixel positions (x, y) of left eye, right eye and inner-mouth centres."""
 TEMPLATE_EYE_DISTANCE = float(np.linalg.norm(TEMPLATE[1] - TEMPLATE[0]))
-CROP_SIZE = 224
+CROP_SIZE = SIZE
 MIN_EYE_DISTANCE = 20.0
 SMOOTHING = 0.2
 """Weight of the previous frame's mouth re-centring bias in video mode."""
@@ -362,8 +363,6 @@ def align_faces(
     Returns uint8 crops ``[N,224,224,3]`` (RGB, the layout of the official sample crops) and
     the :class:`CropInfo`.
     """
-    import cv2
-
     det = get_detector(detector)
     if mode not in MODES:
         raise InputError(f"alignment mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
@@ -372,11 +371,7 @@ def align_faces(
 
     if det.pre_aligned:
         mats = np.repeat(resize_affine((h, w), (CROP_SIZE, CROP_SIZE))[None], n, 0)
-        crops = (
-            frames.copy()
-            if (h, w) == (CROP_SIZE, CROP_SIZE)
-            else np.stack([cv2.resize(f, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR) for f in frames])
-        )
+        crops = np.stack([resize_224(f) for f in frames])
         note = "pre-aligned: no detection" + (
             "" if (h, w) == (CROP_SIZE, CROP_SIZE) else f"; {w}x{h} stretched to 224x224 like the official loader"
         )
@@ -453,3 +448,38 @@ def align_faces(
         mats = image_transforms(points)
     crops = warp_crops(frames, mats, border)
     return crops, CropInfo(mats, (h, w), detected, points, mode, det.name, notes=tuple(notes))
+
+
+# --------------------------------------------------------------------------- input checks
+
+ALIGNMENT_TOLERANCE = 0.25
+"""How far (in template eye distances, 50 px of the 224 crop: 12.5 px) a picture's eye and mouth
+centres may lie from the template before :func:`alignment_problems` reports it."""
+
+
+def alignment_problems(
+    images, detector: str | LandmarkDetector = "dlib", samples: int = 3, name: str = "images"
+) -> list[str]:
+    """What is wrong, in words, with pictures meant to be faces aligned to the PD-FGC crop
+    (pre-aligned 224 crops, or the output of :func:`align_faces`): up to ``samples`` evenly spaced
+    pictures of the batch (``images`` as :func:`align_faces` takes them) are searched for a face;
+    a picture without one, or whose eye and mouth centres (scaled to 224x224) lie more than
+    :data:`ALIGNMENT_TOLERANCE` template eye distances from the template, is reported. An empty
+    list means the sample looks aligned."""
+    det = get_detector(detector)
+    frames = as_rgb_u8(images, name)
+    n, h, w, _ = frames.shape
+    picks = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(max(int(samples), 1), n))})
+    problems = []
+    for i in picks:
+        faces = _confident(det.detect(frames[i]))
+        label = f"{name} frame {i}" if n > 1 else name
+        if not faces:
+            problems.append(f"{label}: no face found")
+            continue
+        face = max(faces, key=lambda f: f.eye_distance)
+        pts = face.points * np.array([CROP_SIZE / w, CROP_SIZE / h])
+        err = float(np.linalg.norm(pts - TEMPLATE, axis=1).max())
+        if err > ALIGNMENT_TOLERANCE * TEMPLATE_EYE_DISTANCE:
+            problems.append(f"{label}: the face is not aligned to the PD-FGC crop (eyes / mouth {err:.0f} px off)")
+    return problems

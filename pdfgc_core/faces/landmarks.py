@@ -308,7 +308,9 @@ class FaceAlignmentDetector(LandmarkDetector):
         return _left_to_right(faces)
 
 
-BACKENDS = ("dlib", "face_alignment", "pre-aligned")
+DETECTORS = ("dlib", "face_alignment")
+"""Backends that detect landmarks; ``pre-aligned`` (:data:`BACKENDS`) only resizes."""
+BACKENDS = (*DETECTORS, "pre-aligned")
 _ALIASES = {
     "dlib": "dlib",
     "face_alignment": "face_alignment",

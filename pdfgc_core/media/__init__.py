@@ -27,28 +27,47 @@ Writing rules
   * With chroma-subsampled pixel formats (``yuv420p``: even width and height;
     ``yuv422p``: even width) odd frame sizes are padded by one pixel on the right / bottom,
     repeating the last column / row. The written video is then 1 px larger than the frames.
-  * Float frames are taken as ``0..1`` and converted with ``round(clip(x, 0, 1) * 255)``:
-    rounding (not truncation) maps ``k / 255`` back to ``k`` exact
+  * Frames are converted by :func:`pdfgc_core.images.to_rgb`: float frames are taken as ``0..1``
+    and become ``round(clip(x, 0, 1) * 255)`` (rounding, not truncation, maps ``k / 255`` back to
+    ``k`` exactly); grey is replicated, alpha dropped, 16-bit samples keep their high byte.
 
 Modules: :mod:`.ffmpeg` (the binary and its processes), :mod:`.atomic` (all-or-nothing files),
-:mod:`.read` (frames in), :mod:`.write` (mp4 and PNG out). Their public names are re-exported here.
+:mod:`.read` (frames in), :mod:`.write` (mp4 and PNG out), :mod:`.listing` (bounded folder listings and
+non-blocking opens, used for every folder scan). Their public names are re-exported here.
 """
 
-from .atomic import atomic_write
+from .atomic import atomic_write, check_output_path
 from .ffmpeg import ffmpeg_exe
-from .read import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaInfo, iter_frames, list_frame_files, probe, read_frames
+from .listing import Listing, list_files, open_regular
+from .read import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    MediaInfo,
+    iter_frames,
+    list_frame_files,
+    probe,
+    read_frames,
+    seek_frames,
+    video_meta,
+)
 from .write import Mp4Writer, write_frames_png
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
+    "Listing",
     "MediaInfo",
     "Mp4Writer",
     "atomic_write",
+    "check_output_path",
     "ffmpeg_exe",
     "iter_frames",
+    "list_files",
     "list_frame_files",
+    "open_regular",
     "probe",
     "read_frames",
+    "seek_frames",
+    "video_meta",
     "write_frames_png",
 ]

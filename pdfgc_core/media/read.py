@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -12,6 +13,7 @@ import numpy as np
 
 from ..errors import InputError, MediaError
 from .ffmpeg import fps_arg, short_error
+from .listing import file_kind, list_files
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm", ".avi", ".mkv", ".gif"})
@@ -30,7 +32,7 @@ class MediaInfo:
     """
 
     kind: str
-    num_frames: int
+    num_frames: int | None
     fps: float | None
     width: int
     height: int
@@ -39,22 +41,29 @@ class MediaInfo:
     path: Path | None = None
 
 
+MAX_FRAME_FILES = 1_000_000
+"""Entries a frame folder may hold (about 11 hours of frames at 25 fps); a larger folder is refused."""
+
+
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     """Image files (png / jpg / jpeg / bmp / webp, any case) in ``folder``, sorted by file name
-    as a plain string (the official loader's ``sorted(os.listdir(...))``). Hidden files and
-    sub-folders are skipped. Raises MediaError when the folder is missing or holds no image."""
+    as a plain string (the official loader's ``sorted(os.listdir(...))``). Hidden files,
+    sub-folders and anything that is not a regular file (FIFOs, devices, sockets, broken links)
+    are skipped. Raises MediaError when the folder is missing, holds no image, or holds more than
+    :data:`MAX_FRAME_FILES` entries."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MediaError(f"Frame folder {folder} does not exist or is not a folder.")
     try:
-        names = sorted(os.listdir(folder))
-    except OSError as e:
-        raise MediaError(f"Cannot list the frame folder {folder}: {e}.") from e
-    files = [
-        folder / n
-        for n in names
-        if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS and (folder / n).is_file()
-    ]
+        found = list_files(folder, IMAGE_EXTENSIONS, max_entries=MAX_FRAME_FILES, max_seconds=0)
+    except MediaError as e:
+        raise MediaError(f"Cannot list the frame folder {folder}: {e}") from None
+    if found.stopped:
+        raise MediaError(
+            f"Frame folder {folder} was not read: {found.stopped}. Put only the driving frames in it, "
+            "or pass a video file instead."
+        )
+    files = [folder / n for n in found.files]
     if not files:
         exts = ", ".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
         raise MediaError(
@@ -79,6 +88,9 @@ def _source_kind(path: Path) -> str:
             f"Driving source {path} does not exist. Pass a folder of frames, an "
             "image or a video file (mp4, mov, webm, avi, mkv, gif)."
         )
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block forever, a device may never end
+        raise MediaError(f"Driving source {path} is {file_kind(st)}, not a regular file. Pass a folder or a file.")
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return "image"
     return "video"  # VIDEO_EXTENSIONS, or anything else ffmpeg may still read
@@ -101,11 +113,14 @@ def _fps_filter(fps: float | Fraction | None) -> list[str]:
     return ["-vf", f"fps={fps_arg(fps)}"]
 
 
-def _open_video(path: Path, output_params: list[str]):
-    """Start imageio-ffmpeg's reader; returns (generator, meta). Errors -> MediaError."""
+def _open_video(path: Path, output_params: list[str], input_params: list[str] | None = None):
+    """Start imageio-ffmpeg's reader; returns (generator, meta). Errors -> MediaError. The frame
+    size the stream declares is checked (``images.check_image_size``) before any frame is read."""
     import imageio_ffmpeg
 
-    gen = imageio_ffmpeg.read_frames(str(path), output_params=output_params)
+    from ..images import check_image_size
+
+    gen = imageio_ffmpeg.read_frames(str(path), input_params=input_params, output_params=output_params)
     try:
         meta = next(gen)
     except Exception as e:  # corrupt container, no video stream, unparsable header
@@ -114,14 +129,20 @@ def _open_video(path: Path, output_params: list[str]):
             f"Cannot read video {path}: no decodable video stream ({short_error(e)}). "
             "Check that the file is a complete video (mp4, mov, webm, avi, mkv, gif)."
         ) from e
+    try:
+        check_image_size(*meta["size"], f"Each frame of video {path}")
+    except BaseException:
+        gen.close()
+        raise
     return gen, meta
 
 
-def _iter_video(path: Path, start: int, stop: int | None, step: int, fps) -> Iterator[tuple[str, np.ndarray]]:
-    gen, meta = _open_video(path, _fps_filter(fps))
+def _decoded(path: Path, gen, meta, first: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index, RGB uint8 [H,W,3]) from an open reader whose first frame is frame ``first``,
+    up to ``stop``; a decoding failure is a MediaError naming the frame. Closes the reader."""
     try:
         w, h = meta["size"]
-        i = 0
+        i = first
         while stop is None or i < stop:
             try:
                 buf = next(gen)
@@ -129,13 +150,21 @@ def _iter_video(path: Path, start: int, stop: int | None, step: int, fps) -> Ite
                 break
             except Exception as e:
                 raise MediaError(f"Video {path} is damaged: decoding stopped at frame {i} ({short_error(e)}).") from e
-            if i >= start and (i - start) % step == 0:
-                yield f"{path} frame {i}", np.frombuffer(buf, np.uint8).reshape(h, w, 3).copy()
+            yield i, np.frombuffer(buf, np.uint8).reshape(h, w, 3).copy()
             i += 1
-        if i == 0 and (stop is None or stop > 0):
-            raise MediaError(f"Video {path} has no decodable frames.")
     finally:
         gen.close()  # terminates ffmpeg when the caller stops early
+
+
+def _iter_video(path: Path, start: int, stop: int | None, step: int, fps) -> Iterator[tuple[str, np.ndarray]]:
+    gen, meta = _open_video(path, _fps_filter(fps))
+    seen = False
+    for i, frame in _decoded(path, gen, meta, 0, stop):
+        seen = True
+        if i >= start and (i - start) % step == 0:
+            yield f"{path} frame {i}", frame
+    if not seen and (stop is None or stop > 0):
+        raise MediaError(f"Video {path} has no decodable frames.")
 
 
 def _iter_labeled(path, start=0, stop=None, step=1, fps=None) -> Iterator[tuple[str, np.ndarray]]:
@@ -226,6 +255,33 @@ def read_frames(
         out[i] = frames[i]
         frames[i] = None  # keep the peak near one copy
     return out
+
+
+def seek_frames(path: str | os.PathLike, fps: float, start: int, stop: int | None = None) -> Iterator[np.ndarray]:
+    """Frames ``start .. stop-1`` of a constant-frame-rate video by an input seek: fast however far
+    into a long video ``start`` is. ffmpeg's accurate seek decodes from the key frame before and
+    drops the frames before the time asked for, half a frame before frame ``start``, so the first
+    frame yielded is frame ``start``. RGB uint8 [H, W, 3], as :func:`iter_frames`."""
+    path = Path(path)
+    _check_range(start, stop, 1)
+    t = max(0.0, (start - 0.5) / float(fps))
+    gen, meta = _open_video(path, ["-fps_mode", "passthrough"], ["-ss", f"{t:.6f}"] if start > 0 else None)
+    for _, frame in _decoded(path, gen, meta, start, stop):
+        yield frame
+
+
+def video_meta(path: str | os.PathLike) -> MediaInfo:
+    """Frame rate, size and audio presence of a video file from its header, without decoding it
+    (``num_frames`` and ``duration`` are None: use :func:`probe` to count)."""
+    path = Path(path)
+    if _source_kind(path) != "video":
+        raise InputError(f"{path}: expected a video file ({', '.join(sorted(VIDEO_EXTENSIONS))}).")
+    gen, meta = _open_video(path, ["-fps_mode", "passthrough"])
+    gen.close()
+    w, h = meta["size"]
+    return MediaInfo(
+        "video", None, float(meta.get("fps") or 0) or None, int(w), int(h), "audio_codec" in meta, None, path
+    )
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:

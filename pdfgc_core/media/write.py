@@ -6,48 +6,17 @@ import os
 import subprocess
 import tempfile
 import weakref
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError, MediaError
-from .atomic import _commit, _prepare_parent, _temp_sibling, _unlink, atomic_write
+from .atomic import _commit, _prepare_parent, _temp_sibling, _unlink, atomic_write, check_output_path
 from .ffmpeg import ffmpeg_exe, fps_arg, popen, read_log
 
 _AUDIO_BITRATE = "192k"
-
-
-def _to_uint8_rgb(frames, what: str = "frames") -> np.ndarray:
-    """uint8 / float 0..1 (numpy, or anything with ``__array__``; torch tensors are moved to
-    the CPU) in [H,W,3], [B,H,W,3] or grayscale [H,W] / [...,1] -> uint8 [B,H,W,3]."""
-    if hasattr(frames, "detach"):
-        frames = frames.detach().cpu().numpy()
-    a = np.asarray(frames)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim != 4 or a.shape[-1] not in (1, 3) or min(a.shape[1:3]) < 1:
-        raise InputError(
-            f"{what} must be RGB images [H,W,3] or [B,H,W,3] (grayscale [H,W] or "
-            f"[...,1] also accepted), got shape {tuple(a.shape)}."
-        )
-    if a.dtype == np.uint8:
-        pass
-    elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise InputError(f"{what} contain NaN or infinite values.")
-        a = np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
-    elif a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer):
-        if a.size and (a.min() < 0 or a.max() > 255):
-            raise InputError(f"{what} are integers outside 0..255 (dtype {a.dtype}); pass uint8, or floats in 0..1.")
-        a = a.astype(np.uint8)
-    else:
-        raise InputError(f"{what} have dtype {a.dtype}; pass uint8 0..255 or float 0..1.")
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    return a
 
 
 def _even_shape(pix_fmt: str, h: int, w: int) -> tuple[int, int]:
@@ -62,29 +31,21 @@ def _pad_edge(a: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.pad(a, ((0, 0), (0, h - a.shape[1]), (0, w - a.shape[2]), (0, 0)), mode="edge")
 
 
+def _to_rgb(frames) -> np.ndarray:
+    """uint8 RGB [B,H,W,3] by :func:`pdfgc_core.images.to_rgb` (imported on use: this package does
+    not import torch)."""
+    from ..images import to_rgb
+
+    return to_rgb(frames, "frames")
+
+
 def _prepare_waveform(waveform, sample_rate) -> np.ndarray:
-    """-> float32 [N, C] for soundfile."""
-    if hasattr(waveform, "detach"):
-        waveform = waveform.detach().cpu().numpy()
-    x = np.asarray(waveform)
-    if x.ndim == 3 and x.shape[0] == 1:
-        x = x[0]
-    if x.ndim == 1:
-        x = x[None]
-    if x.ndim != 2 or x.shape[1] < 1:
-        raise InputError(f"audio waveform must be [N] or [C, N] (or [1, C, N]), got shape {tuple(x.shape)}.")
-    if x.shape[0] > 16:
-        raise InputError(
-            f"audio waveform of shape {tuple(x.shape)} has {x.shape[0]} channels; pass it as [C, N] (channels first)."
-        )
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise InputError(f"audio waveform has dtype {x.dtype}; pass float32 in -1..1.")
-    x = x.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise InputError("audio waveform contains NaN or infinite values.")
-    if not (int(sample_rate) == sample_rate and 1000 <= sample_rate <= 384000):
-        raise InputError(f"audio sample rate must be an integer in 1000..384000 Hz, got {sample_rate!r}.")
-    return np.ascontiguousarray(x.T)
+    """(waveform, sample_rate) -> float32 [N, C] for soundfile, checked by the audio module's
+    validators (imported here: the audio module itself imports this package)."""
+    from ..audio import as_waveform, check_sample_rate
+
+    check_sample_rate(sample_rate)
+    return np.ascontiguousarray(as_waveform(waveform).T)
 
 
 class _Resources:
@@ -123,7 +84,7 @@ class Mp4Writer:
     when complete.
 
     path: the .mp4 to create (its folder is created if missing; an existing file is
-        replaced only on success).
+        replaced only on success; a device node, FIFO, socket or folder there is refused).
     fps: frame rate (int, float or Fraction, > 0).
     audio: None; a path to any audio (or video-with-audio) file ffmpeg reads; or
         ``(waveform, sample_rate)`` with waveform float32 [C, N] or [N] in -1..1 (written
@@ -131,9 +92,15 @@ class Mp4Writer:
     audio_offset: seconds of the audio to skip, so that frame 0 lines up with that moment.
     crf, preset, pix_fmt: libx264 quality (0..51, lower is better), speed preset, and
         output pixel format.
+    metadata: container tags written into the file (ffmpeg ``-metadata key=value``), e.g.
+        ``pdfgc_core.provenance.manifest.container_tags()``.
+    sign: None, or ``sign(src, dst, final)`` called on the complete temporary file ``src`` to
+        write a signed copy at ``dst`` (e.g. a C2PA manifest embedded); the signed copy is what
+        is renamed onto ``path`` (``final``), so the result still appears all at once.
 
     ``write(frames)`` takes uint8 [H,W,3] / [B,H,W,3] RGB, float 0..1 in the same layouts,
-    or torch tensors of them; the first frame fixes the size. Use as a context manager, or
+    or torch tensors of them (any picture :func:`pdfgc_core.images.to_rgb` converts); the first
+    frame fixes the size. Use as a context manager, or
     call ``close()`` (finish, may raise MediaError) / ``abort()`` (discard) yourself.
     """
 
@@ -147,8 +114,11 @@ class Mp4Writer:
         preset: str = "medium",
         pix_fmt: str = "yuv420p",
         audio_offset: float = 0.0,
+        metadata: dict[str, str] | None = None,
+        sign: Callable[[Path, Path, Path], None] | None = None,
     ):
         self.path = Path(path)
+        check_output_path(self.path)
         if not (
             isinstance(fps, (int, float, Fraction))
             and not isinstance(fps, bool)
@@ -163,6 +133,8 @@ class Mp4Writer:
         self.fps = fps
         self.crf, self.preset, self.pix_fmt = crf, str(preset), str(pix_fmt)
         self.audio_offset = float(audio_offset)
+        self._meta = [a for k, v in (metadata or {}).items() for a in ("-metadata", f"{k}={v}")]
+        self._sign = sign
         self.frames_written = 0
         self.size: tuple[int, int] | None = None  # (width, height) as given by the first frame
         self._encoded_hw: tuple[int, int] | None = None
@@ -271,7 +243,7 @@ class Mp4Writer:
         ]
         if final_pass:
             cmd += ["-movflags", "+faststart"]
-        cmd += ["-f", "mp4", str(self._video_tmp)]
+        cmd += [*self._meta, "-f", "mp4", str(self._video_tmp)]
         self._log = tempfile.TemporaryFile()
         try:
             self._proc = popen(cmd, stdin=subprocess.PIPE, stderr=self._log)
@@ -280,13 +252,14 @@ class Mp4Writer:
         self._res.procs.append(self._proc)
 
     def write(self, frames) -> None:
-        """Append frames: [H,W,3] or [B,H,W,3] RGB, uint8 0..255 or float 0..1.
+        """Append frames: [H,W,3] or [B,H,W,3] RGB, uint8 0..255 or float 0..1 (see
+        :func:`pdfgc_core.images.to_rgb`).
 
         A frame of the wrong shape raises InputError and leaves the writer usable; a failure
         of ffmpeg (or an interrupt) while frames are being sent aborts the writer."""
         if self._done:
             raise MediaError(f"Mp4Writer for {self.path} is already closed.")
-        batch = _to_uint8_rgb(frames)
+        batch = _to_rgb(frames)
         if self.size is not None and (batch.shape[2], batch.shape[1]) != self.size:
             raise InputError(
                 f"frame {self.frames_written} is {batch.shape[2]}x{batch.shape[1]} but "
@@ -350,6 +323,7 @@ class Mp4Writer:
             "-shortest",
             "-movflags",
             "+faststart",
+            *self._meta,
             "-f",
             "mp4",
             str(out),
@@ -378,6 +352,11 @@ class Mp4Writer:
                 raise MediaError(f"No frames were written to {self.path}; nothing to save.")
             self._finish_video()
             final = self._mux_audio() if self._audio is not None else self._video_tmp
+            if self._sign is not None:
+                signed = _temp_sibling(self.path, "signed")
+                self._res.files.append(signed)
+                self._sign(final, signed, self.path)
+                final = signed
             _commit(final, self.path)
         except BaseException:
             self.abort()
@@ -421,7 +400,7 @@ def write_frames_png(
 
     if int(start_index) != start_index or start_index < 0:
         raise InputError(f"start_index must be an integer >= 0, got {start_index!r}.")
-    batch = _to_uint8_rgb(frames)
+    batch = _to_rgb(frames)
     folder = Path(folder)
     written = []
     for i, rgb in enumerate(batch):

@@ -15,6 +15,11 @@ from .blocks import IMAGE_HINT, check_batch, conv1x1, conv3x3
 UNUSED_CHECKPOINT_PREFIXES = ("fc.", "model.fc.")
 UNUSED_CHECKPOINT_PARTS = ()
 
+APPEARANCE_DIM = 2048
+"""Length of ``id_vector``: the trunk's layer-4 channels (512 x bottleneck expansion 4)."""
+ID_MAP_CHANNELS = 512
+"""Channels of ``id_map`` [B,512,7,7], the generator's input."""
+
 
 class Bottleneck(nn.Module):
     """ResNeXt bottleneck: 1x1 -> grouped 3x3 (carries the stride) -> 1x1 (x4 channels), + shortcut."""
@@ -83,7 +88,7 @@ class AppearanceEncoder(nn.Module):
     def __init__(self):
         super().__init__()
         self.model = ResNeXt50Trunk()
-        self.conv1x1 = nn.Conv2d(2048, 512, 1, bias=True)
+        self.conv1x1 = nn.Conv2d(APPEARANCE_DIM, ID_MAP_CHANNELS, 1, bias=True)
         self.eval()
 
     def train(self, mode: bool = True):

@@ -7,6 +7,7 @@ State-dict layout equals the official ``ResSESyncEncoder`` (``ResNetSE`` under `
 import torch
 from torch import nn
 
+from ..factors import FACTOR_DIMS
 from .blocks import check_batch, conv1x1, conv3x3
 
 # Keys of the training-time expression branch and top-level classifiers, never used by inference.
@@ -114,7 +115,7 @@ class AudioEncoder(nn.Module):
     def __init__(self):
         super().__init__()
         self.model = ResNetSE()
-        self.mouth_embed = nn.Sequential(nn.ReLU(), nn.Linear(512, 500))
+        self.mouth_embed = nn.Sequential(nn.ReLU(), nn.Linear(512, FACTOR_DIMS["mouth"]))
         self.eval()
 
     def train(self, mode: bool = True):

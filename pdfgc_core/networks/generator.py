@@ -18,10 +18,12 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..factors import MOTION_DIM
+from .appearance import APPEARANCE_DIM, ID_MAP_CHANNELS
 from .layers import StyledConv, ToRGB, make_blur_kernel
 
-STYLE_DIM = 2590
-ID_CHANNELS = 512
+STYLE_DIM = APPEARANCE_DIM + MOTION_DIM  # 2590 = [appearance 2048 | motion 542]
+ID_CHANNELS = ID_MAP_CHANNELS
 INITIAL_SIZE = 7
 CHANNELS = {7: 512, 14: 512, 28: 512, 56: 512, 112: 256, 224: 128}
 NUM_NOISES = 11
@@ -147,8 +149,7 @@ class Generator(nn.Module):
         *,
         impl: str = "fast",
         noise=None,
-        return_internals: bool = False,
-    ):
+    ) -> torch.Tensor:
         """Render frames.
 
         id_map: [1 or B, 512, 7, 7] float, the identity map (shared when its batch is 1).
@@ -157,10 +158,12 @@ class Generator(nn.Module):
         noise: None (stored buffers, same map for every sample), a ``torch.Generator`` (11 maps
             drawn once per call, shared over the batch) or a list of 11 tensors
             [1 or B, 1, r, r] / [r, r] with r = 7, 14, 14, 28, 28, 56, 56, 112, 112, 224, 224.
-        Returns images [B, 3, 224, 224] (tanh output, RGB, -1..1; float32 on the fast path), and
-        with ``return_internals`` also a dict of NCHW-contiguous tensors: conv1_out,
-        convs0_out ... convs9_out (StyledConv outputs) and skip_7 ... skip_224 (the running RGB
-        skip before tanh), named as the fixtures' ``gen_f0_*`` keys.
+        Returns images [B, 3, 224, 224] (tanh output, RGB, -1..1; float32 on the fast path).
+
+        Intermediate results are the outputs of ``conv1``, ``convs[k]`` (StyledConv) and
+        ``to_rgb1`` / ``to_rgbs[i]`` (the running RGB skip before tanh); read them with forward
+        hooks. The fast path reuses each ``convs[k]`` output as scratch for ``convs[k + 1]``, so a
+        hook must copy what it keeps.
         """
         if impl not in IMPLS:
             raise InputError(f"generator impl: got {impl!r}, expected one of {IMPLS}")
@@ -173,22 +176,12 @@ class Generator(nn.Module):
         noises = self._resolve_noise(noise, b, weight.device, dtype)
         x = x.contiguous(memory_format=self.fast_memory_format if impl == "fast" else torch.contiguous_format)
 
-        internals = {}
-        keep = internals.__setitem__ if return_internals else (lambda name, value: None)
-        # the fast path may reuse a finished activation as scratch unless it is returned
-        scratch = {"overwrite_input": not return_internals} if impl == "fast" else {}
+        # the fast path reuses a finished activation as scratch for the next conv
+        scratch = {"overwrite_input": True} if impl == "fast" else {}
         out = self.conv1(x, style, noises[0], impl=impl)
         skip = self.to_rgb1(out, style, impl=impl)
-        keep("conv1_out", out)
-        keep(f"skip_{INITIAL_SIZE}", skip)
-        for i, res in enumerate(_RESOLUTIONS):
+        for i in range(len(_RESOLUTIONS)):
             out = self.convs[2 * i](out, style, noises[2 * i + 1], impl=impl, **scratch)
-            keep(f"convs{2 * i}_out", out)
             out = self.convs[2 * i + 1](out, style, noises[2 * i + 2], impl=impl, **scratch)
-            keep(f"convs{2 * i + 1}_out", out)
             skip = self.to_rgbs[i](out, style, skip, impl=impl)
-            keep(f"skip_{res}", skip)
-        image = torch.tanh(skip).contiguous()
-        if return_internals:
-            return image, {k: v.contiguous() for k, v in internals.items()}
-        return image
+        return torch.tanh(skip).contiguous()

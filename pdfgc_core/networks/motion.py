@@ -1,9 +1,12 @@
 """Motion encoder: FAN (face-alignment network) trunk -> 512 features -> pose / eye / expression heads.
 
 State-dict layout equals the official ``FanEncoder`` (trunk ``FAN_use`` under ``model.``, heads
-``to_headpose``/``headpose_embed``, ``to_eye``/``eye_embed``, ``to_emo``/``emo_embed``), without the
-mouth head, which inference never uses (see :data:`UNUSED_CHECKPOINT_PREFIXES`). The user-facing
-head names are ``pose``, ``eye`` and ``expression``.
+``to_headpose``/``headpose_embed``, ``to_eye``/``eye_embed``, ``to_emo``/``emo_embed``). The mouth
+head (``to_mouth``/``mouth_embed``), which rendering never uses (see :data:`UNUSED_CHECKPOINT_PREFIXES`),
+is optional: ``MotionEncoder(optional_heads=True)`` holds it, and the checkpoint loader builds that
+variant when a file carries the whole head (:data:`OPTIONAL_CHECKPOINT_PREFIXES`), for the
+motion-embedding export (the 512-d ``to_mouth`` feature). The user-facing head names are ``pose``,
+``eye`` and ``expression``.
 """
 
 import torch
@@ -11,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..factors import FACTOR_DIMS
 from .blocks import IMAGE_HINT, check_batch, conv1x1, conv3x3, conv_weight
 
 # Checkpoint keys this module does not hold: the mouth head (computed and discarded, or never
@@ -18,12 +22,17 @@ from .blocks import IMAGE_HINT, check_batch, conv1x1, conv3x3, conv_weight
 UNUSED_CHECKPOINT_PREFIXES = ("to_mouth.", "mouth_embed.")
 # ... and the classifier / feature heads that training checkpoints carry beside the used ones.
 UNUSED_CHECKPOINT_PARTS = ("mouth_fc", "headpose_fc", "classifier", "to_feature", "to_embed")
+# Unused keys that form an optional head: loaded (into ``MotionEncoder(optional_heads=True)``) when
+# a checkpoint holds every key of it, with the right shapes; ignored otherwise.
+OPTIONAL_CHECKPOINT_PREFIXES = UNUSED_CHECKPOINT_PREFIXES
+MOUTH_FEATURE_DIM = 512  # official ``to_mouth`` output
+LIP_DIM = 500  # official ``mouth_embed`` output (the space of the audio's mouth factor)
 
 # user-facing head name -> (official feature MLP, official embedding layer, output size)
 HEADS = {
-    "pose": ("to_headpose", "headpose_embed", 6),
-    "eye": ("to_eye", "eye_embed", 6),
-    "expression": ("to_emo", "emo_embed", 30),
+    "pose": ("to_headpose", "headpose_embed", FACTOR_DIMS["pose"]),
+    "eye": ("to_eye", "eye_embed", FACTOR_DIMS["eye"]),
+    "expression": ("to_emo", "emo_embed", FACTOR_DIMS["expression"]),
 }
 
 
@@ -189,13 +198,39 @@ class MotionEncoder(nn.Module):
 
     memory_format = torch.channels_last
 
-    def __init__(self):
+    def __init__(self, optional_heads: bool = False):
         super().__init__()
         self.model = FanTrunk()
         for mlp, emb, dim in HEADS.values():
             self.add_module(mlp, feature_mlp())
             self.add_module(emb, embedding(dim))
+        if optional_heads:
+            self.to_mouth = feature_mlp()
+            self.mouth_embed = embedding(LIP_DIM)
         self.eval()
+
+    @property
+    def has_mouth_head(self) -> bool:
+        """True when the optional mouth head (``to_mouth``, ``mouth_embed``) was built and loaded."""
+        return "to_mouth" in self._modules
+
+    def mouth_feature(self, feat: torch.Tensor) -> torch.Tensor:
+        """The official ``to_mouth`` output [B,512] for trunk features [B,512] (what the official
+        inference computes and discards; motion-embedding exports use it as the mouth feature)."""
+        if not self.has_mouth_head:
+            raise InputError(
+                "this motion network has no mouth head (to_mouth / mouth_embed): the checkpoint file does not "
+                "carry it. The official motion_model.pth has it; a .safetensors converted by an older version "
+                "of ComfyUI-PD-FGC dropped it: convert the official checkpoint again."
+            )
+        return self.to_mouth(feat)
+
+    def lip_embedding(self, mouth_feat: torch.Tensor) -> torch.Tensor:
+        """The official ``mouth_embed`` [B,500] of a ``to_mouth`` feature [B,512]: the picture's lip
+        code, in the space of the audio encoder's mouth factor."""
+        if not self.has_mouth_head:
+            self.mouth_feature(mouth_feat)  # raises the explanation
+        return self.mouth_embed(mouth_feat)
 
     def train(self, mode: bool = True):
         """Inference only: BatchNorm always uses the checkpoint's running statistics."""
@@ -213,7 +248,7 @@ class MotionEncoder(nn.Module):
         mlp, emb, _ = HEADS[name]
         return self._modules[emb](self._modules[mlp](feat))
 
-    def forward(self, x: torch.Tensor, heads=("pose", "eye", "expression")) -> dict:
+    def forward(self, x: torch.Tensor, heads=tuple(HEADS)) -> dict:
         if isinstance(heads, str):
             heads = (heads,)
         for name in heads:

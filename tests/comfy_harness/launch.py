@@ -1,6 +1,6 @@
 """Start ComfyUI's main.py on a CPU-only machine.
 
-Usage: python comfyui_launch.py COMFY_DIR [main.py arguments...]
+Usage: python launch.py COMFY_DIR [main.py arguments...]   (the ComfyUI venv's python; see env.py)
 
 Every torchvision wheel on PyPI is a CUDA build; its compiled ops do not load here and
 `import torchvision` then fails with "operator torchvision::nms does not exist" (its meta
@@ -36,7 +36,7 @@ sys.meta_path.insert(0, _TorchvisionOpSchemas())
 
 def main() -> None:
     if len(sys.argv) < 2 or not os.path.isfile(os.path.join(sys.argv[1], "main.py")):
-        sys.exit("usage: comfyui_launch.py COMFY_DIR [main.py arguments...]")
+        sys.exit("usage: launch.py COMFY_DIR [main.py arguments...]")
     comfy_dir = os.path.abspath(sys.argv[1])
     sys.argv = [os.path.join(comfy_dir, "main.py")] + sys.argv[2:]
     sys.path[0] = comfy_dir  # replaces this script's folder: ComfyUI's top-level modules win
