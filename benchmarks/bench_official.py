@@ -177,7 +177,7 @@ def run_ours(a) -> dict:
     plan = pipeline.plan(engine, data / CASE["appearance"], data / CASE["audio"], drivers, settings)
     t_plan = time.perf_counter() - t0
     nets_in_plan = wall["appearance"] + wall["motion"] + wall["audio"]
-    frames = [u8 for u8 in pipeline.frames_u8(engine, plan, settings)]
+    frames = [u8 for u8 in pipeline.frames_u8(engine, plan)]
     t_inf = time.perf_counter() - t0
     cpu_inf = time.process_time() - c0
     load_after = loadavg()
