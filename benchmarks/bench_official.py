@@ -27,6 +27,10 @@ includes the audio front end, reading and cropping the driver images and assembl
 Per-frame figures divide by the number of output frames; the motion encoder covers whatever
 images each side encodes (official: 3 per frame; ours: each distinct driver image once).
 
+Our uint8 frames carry the invisible watermark, as the CLI writes them (it costs ~2 ms a frame,
+benchmarks/README.md), so they differ from the official ones by a few levels; `--no-watermark`
+turns it off to compare the uint8 frames as well.
+
 Printed: every run as it finishes (with the load average), then per stage the official and our
 mean over the rounds with their range, the ratio official / ours, the peak memory (VmHWM) of each
 process, the frames compared (ours vs official and vs the parity fixture), and the load average
@@ -177,7 +181,7 @@ def run_ours(a) -> dict:
     plan = pipeline.plan(engine, data / CASE["appearance"], data / CASE["audio"], drivers, settings)
     t_plan = time.perf_counter() - t0
     nets_in_plan = wall["appearance"] + wall["motion"] + wall["audio"]
-    frames = [u8 for u8 in pipeline.frames_u8(engine, plan)]
+    frames = [u8 for u8 in pipeline.frames_u8(engine, plan, watermark=not a.no_watermark)]
     t_inf = time.perf_counter() - t0
     cpu_inf = time.process_time() - c0
     load_after = loadavg()
@@ -209,6 +213,7 @@ def run_ours(a) -> dict:
         "post_s": t_inf - t_plan - wall["generator"],
         "other_s": t_inf - nets - (t_plan - nets_in_plan),
         "motion_images": images["motion"],
+        "watermark": not a.no_watermark,
         "rss_after_load_mib": rss_after_load,
         "peak_rss_mib": status_mib("VmHWM"),
         "load_start": load_start,
@@ -288,7 +293,7 @@ def fmt_stats(values: list[float], digits: int) -> str:
     return s
 
 
-def frames_report(ours_dir: Path, official_dir: Path | None) -> list[str]:
+def frames_report(ours_dir: Path, official_dir: Path | None, watermark: bool = False) -> list[str]:
     import numpy as np
 
     lines = []
@@ -311,9 +316,14 @@ def frames_report(ours_dir: Path, official_dir: Path | None) -> list[str]:
         ref_u8 = np.load(official_dir / "frames_u8.npy")
         k = min(ref_u8.shape[0], ours_u8.shape[0])
         diff = np.abs(ours_u8[:k].astype(np.int16) - ref_u8[:k].astype(np.int16))
+        note = (
+            " (ours carry the invisible watermark, as the CLI writes them; --no-watermark compares without it)"
+            if watermark
+            else ""
+        )
         lines.append(
             f"  uint8 frames 0..{k - 1}, ours vs official: {int((diff > 0).sum())} of {diff.size} values differ, "
-            f"by at most {int(diff.max())}"
+            f"by at most {int(diff.max())}{note}"
         )
     return lines
 
@@ -331,6 +341,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write all run results to this file")
     ap.add_argument(
         "--streams", default="auto", type=lambda v: v if v == "auto" else int(v), help="Engine(streams=...) on our side"
+    )
+    ap.add_argument(
+        "--no-watermark",
+        action="store_true",
+        help="our uint8 frames without the invisible watermark (the official code has none; default: as the CLI)",
     )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", default=str(DATA), help=argparse.SUPPRESS)
@@ -383,6 +398,7 @@ def main(argv=None) -> int:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--weights", str(weights)]
                 cmd += ["--out", str(d), "--threads", str(a.threads), "--samples", str(a.samples)]
                 cmd += ["--frames", str(a.frames), "--data", str(DATA), "--streams", str(a.streams)]
+                cmd += ["--no-watermark"] if a.no_watermark else []
             res = run_child(cmd, f"run {r} {side}")
             if res is None:
                 continue
@@ -419,7 +435,7 @@ def main(argv=None) -> int:
     ratio = f"{(sum(mo) / len(mo)) / (sum(mu) / len(mu)):.2f}x less" if mo else "-"
     print(f"  {'peak memory, VmHWM (MiB)':42s} {fmt_stats(mo, 0):21s} {fmt_stats(mu, 0):21s} {ratio}")
     print()
-    for line in frames_report(out_dirs["ours"], out_dirs["official"]):
+    for line in frames_report(out_dirs["ours"], out_dirs["official"], watermark=not a.no_watermark):
         print(line)
     load_end = loadavg()
     runs = off + ours
