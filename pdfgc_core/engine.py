@@ -428,7 +428,8 @@ class Engine:
 
         def run():
             n = st.shape[0]
-            calls = -(-n // GENERATOR_CPU_FRAMES) if self.device.type == "cpu" and gen is self.models.generator else 1
+            eager = self._generator is self.models.generator
+            calls = -(-n // GENERATOR_CPU_FRAMES) if self.device.type == "cpu" and eager else 1
             parts = [st[p] for p in self._split(n, max(calls, self.cpu_streams()))]
             return torch.cat(self._parallel(lambda x: self._run_generator(id_map, x, noise_maps).float(), parts))
 
