@@ -78,10 +78,12 @@ class AppearanceEncoder(nn.Module):
     forward(x): x [B,3,224,224] float32 RGB in [-1,1] (any memory format) ->
     (id_vector [B,2048], id_map [B,512,7,7]). ``id_vector`` is the average-pooled layer-4 output
     (the appearance part of the generator style); ``id_map`` replaces the generator's constant input.
-    The trunk runs on contiguous NCHW, which reproduces the official numbers exactly.
+    The trunk runs channels_last, the layout the official code's input had (HWC images permuted to
+    NCHW): about 3x faster than contiguous NCHW on a busy 2-core CPU, whose results match the
+    parity fixtures bit for bit; channels_last differs from them by up to ~2.5e-5 (id_map).
     """
 
-    memory_format = torch.contiguous_format
+    memory_format = torch.channels_last
 
     def __init__(self):
         super().__init__()

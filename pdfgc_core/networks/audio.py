@@ -27,9 +27,13 @@ class SqueezeExcite(nn.Module):
             nn.Linear(ch, ch // reduction), nn.ReLU(inplace=True), nn.Linear(ch // reduction, ch), nn.Sigmoid()
         )
 
-    def forward(self, x):
+    def gate(self, x):
+        """Per-channel gate [B, C, 1, 1] in (0, 1)."""
         b, c = x.shape[:2]
-        return x * self.fc(self.avg_pool(x).view(b, c)).view(b, c, 1, 1)
+        return self.fc(self.avg_pool(x).view(b, c)).view(b, c, 1, 1)
+
+    def forward(self, x):
+        return x * self.gate(x)
 
 
 class SEBasicBlock(nn.Module):
@@ -49,9 +53,21 @@ class SEBasicBlock(nn.Module):
 
     def forward(self, x):
         out = self.bn1(self.relu(self.conv1(x)))
-        out = self.se(self.bn2(self.conv2(out)))
+        if torch.is_grad_enabled():
+            out = self.se(self.bn2(self.conv2(out)))
+            shortcut = x if self.downsample is None else self.downsample(x)
+            return self.relu(out + shortcut)
+        # inference: gate, shortcut and ReLU in two passes (out * gate + shortcut, then ReLU in place)
+        out = self.bn2(self.conv2(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + shortcut)
+        return torch.relu_(torch.addcmul(shortcut, out, self.se.gate(out)))
+
+
+def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A kernel-1 Conv1d on [B, C, T] as one matrix product (the CPU conv falls back to a slow path)."""
+    if torch.is_grad_enabled():
+        return conv(x)
+    return torch.matmul(conv.weight[:, :, 0], x).add_(conv.bias[:, None])
 
 
 class ResNetSE(nn.Module):
@@ -80,8 +96,13 @@ class ResNetSE(nn.Module):
         x = self.bn1(self.relu(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = x.reshape(x.shape[0], -1, x.shape[-1])  # [B, C*F, T], row index c*F + f
-        x = torch.sum(x * self.attention(x), dim=2)
-        return self.fc(x)
+        if torch.is_grad_enabled():
+            w = self.attention(x)
+        else:
+            first, _, bn, last, softmax = self.attention
+            h = bn(torch.relu_(_pointwise(first, x)))
+            w = softmax(_pointwise(last, h))
+        return self.fc(torch.sum(x * w, dim=2))
 
 
 class AudioEncoder(nn.Module):

@@ -1,4 +1,5 @@
-"""Small building blocks shared by the three encoders: plain convs and an input check.
+"""Small building blocks shared by the three encoders: plain convs, weight copies derived for
+inference, and an input check.
 
 All convolutions here are bias-free unless asked: the official encoders follow every such conv
 with BatchNorm, and the checkpoints hold no bias for them.
@@ -34,3 +35,36 @@ def check_batch(x: torch.Tensor, shape: tuple, name: str, hint: str) -> None:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         want = "[B," + ",".join(str(s) for s in shape) + "]"
         raise InputError(f"{name}: expected a tensor of shape {want} with B >= 1, got {got}; {hint}")
+
+
+def derived(owner: nn.Module, name: str, sources, build):
+    """``build()``, memoised on ``owner`` while every tensor in ``sources`` keeps its storage,
+    version, device and dtype. Used for weights derived at inference time (a weight in the
+    activations' memory layout); only call it when no gradient is needed.
+    ``.to()`` / ``.cuda()`` / ``load_state_dict`` change storage or version and so rebuild;
+    writes through ``.data`` bypass the version counter (call :func:`clear_derived` after them)."""
+    try:
+        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in sources)
+    except RuntimeError:  # inference tensors have no version counter
+        return build()
+    key += (torch.is_inference_mode_enabled(),)
+    cache = owner.__dict__.setdefault("_derived_cache", {})
+    hit = cache.get(name)
+    if hit is None or hit[0] != key:
+        hit = cache[name] = (key, build())
+    return hit[1]
+
+
+def clear_derived(module: nn.Module) -> None:
+    """Drop every weight :func:`derived` memoised on ``module`` and its submodules."""
+    for m in module.modules():
+        m.__dict__.pop("_derived_cache", None)
+
+
+def conv_weight(conv: nn.Conv2d, memory_format) -> torch.Tensor:
+    """``conv.weight`` laid out in ``memory_format`` (a memoised copy when it is not already), so
+    a channels_last network does not re-layout its weights on every call. No gradient."""
+    w = conv.weight
+    if w.is_contiguous(memory_format=memory_format):
+        return w
+    return derived(conv, f"weight_{memory_format}", (w,), lambda: w.contiguous(memory_format=memory_format))

@@ -244,11 +244,17 @@ class ModulatedConv2d(nn.Module):
             return torch.rsqrt(torch.mm(s.square(), self.weight_energy().t()) + DEMOD_EPS)
 
     def forward_fast(
-        self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0, overwrite_input: bool = False
+        self,
+        x: torch.Tensor,
+        style: torch.Tensor,
+        gain: float = 1.0,
+        overwrite_input: bool = False,
+        shift: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Shared-weight formulation: ``conv(x * s, scale * W) * demod * gain``, no grouped conv.
 
         ``overwrite_input=True`` lets it scale ``x`` in place (saves a full-size temporary).
+        ``shift`` (broadcastable to the output) is added in the same pass as the output factor.
         Returns a fresh tensor in the memory format of ``x``.
         """
         b = x.shape[0]
@@ -262,7 +268,12 @@ class ModulatedConv2d(nn.Module):
             out = self.blur(out, impl="fast")
         else:
             out = F.conv2d(x, weight, padding=self.padding)
-        return out.mul_(factor.to(out.dtype).view(b, self.out_channel, 1, 1))
+        factor = factor.to(out.dtype).view(b, self.out_channel, 1, 1)
+        if shift is None:
+            return out.mul_(factor)
+        if torch.is_grad_enabled():  # out= does not record gradients
+            return torch.addcmul(shift.to(out.dtype), out, factor)
+        return torch.addcmul(shift.to(out.dtype), out, factor, out=out)
 
 
 class NoiseInjection(nn.Module):
@@ -323,12 +334,23 @@ class StyledConv(nn.Module):
         if impl == "reference":
             return self.activate(self.noise(self.conv(x, style, impl="reference"), noise))
         # fast: sqrt(2) folded into the conv's output factor and the shift (leaky_relu is
-        # positively homogeneous); in-place epilogue, no full-size temporaries.
+        # positively homogeneous); the epilogue is two in-place passes over the output:
+        # out * factor + (noise + bias), then leaky_relu. The shift [1 or B, C, H, W] is built
+        # in the output's layout from the small noise map and bias.
         act = self.activate
-        out = self.conv.forward_fast(x, style, gain=act.scale, overwrite_input=overwrite_input)
-        # two broadcast adds of small operands: cheaper than materialising a [1, C, H, W] shift
-        out.add_((self.noise.weight * act.scale * noise.to(self.noise.weight.dtype)).to(out.dtype))
-        out.add_((act.bias * act.scale).to(out.dtype))
+        noise_term = self.noise.weight * act.scale * noise.to(self.noise.weight.dtype)  # [1 or B, 1, H, W]
+        bias_term = act.bias * act.scale  # [1, C, 1, 1]
+        if torch.is_grad_enabled():  # out= does not record gradients
+            shift = noise_term + bias_term
+        else:
+            shift = torch.empty(
+                (noise_term.shape[0], bias_term.shape[1], *noise_term.shape[2:]),
+                dtype=noise_term.dtype,
+                device=noise_term.device,
+                memory_format=_layout(x),
+            )
+            torch.add(noise_term, bias_term, out=shift)
+        out = self.conv.forward_fast(x, style, gain=act.scale, overwrite_input=overwrite_input, shift=shift)
         return F.leaky_relu_(out, act.negative_slope)
 
 
