@@ -42,13 +42,31 @@ def separated_times(rng: np.random.Generator, n: int, k: int, gap: int) -> np.nd
     return (pick + np.arange(k) * (gap - 1)).astype(np.int64)
 
 
-class Stage2Data(Dataset):
+class ClipItems(Dataset):
+    """``items_per_clip`` items per usable clip (``self.clips``), indexed with ``(epoch, item)``
+    pairs; each item draws from its own generator, a pure function of the seed, the stage, the
+    epoch (only with ``data.resample_each_epoch``) and the item. Subclasses fill ``self.clips``."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.per_clip = cfg.data.items_per_clip
+        self.salt = zlib.crc32(cfg.stage.encode())
+        self.clips: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.clips) * self.per_clip
+
+    def rng(self, epoch: int, item: int) -> np.random.Generator:
+        epoch = int(epoch) if self.cfg.data.resample_each_epoch else 0
+        return np.random.default_rng((self.cfg.run.seed, self.salt, epoch, int(item)))
+
+
+class Stage2Data(ClipItems):
     """Items of ``cfg.stage`` from a :class:`ClipStore`; index with ``(epoch, item)`` pairs."""
 
     def __init__(self, store: ClipStore, cfg: TrainConfig, load_frames: bool = True):
-        self.store, self.cfg, self.stage, self.load_frames = store, cfg, cfg.stage, load_frames
-        self.per_clip = cfg.data.items_per_clip
-        self.salt = zlib.crc32(cfg.stage.encode())
+        super().__init__(cfg)
+        self.store, self.stage, self.load_frames = store, cfg.stage, load_frames
         self.clips, self.valid = [], {}
         for i, c in enumerate(store.clips):
             if self.stage == "lip":
@@ -79,13 +97,6 @@ class Stage2Data(Dataset):
                 f"(lip.negatives + 1 times, lip.min_offset apart); use longer clips or lower lip.negatives / lip.min_offset."
             )
         return f"{self.store.root}: none of its {n} clips has frames with a detected face and a {self.stage} label."
-
-    def __len__(self) -> int:
-        return len(self.clips) * self.per_clip
-
-    def rng(self, epoch: int, item: int) -> np.random.Generator:
-        epoch = int(epoch) if self.cfg.data.resample_each_epoch else 0
-        return np.random.default_rng((self.cfg.run.seed, self.salt, epoch, int(item)))
 
     def __getitem__(self, key) -> dict:
         epoch, item = key

@@ -20,25 +20,22 @@ trains on the head of a video and validates on its tail.
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
-from torch.utils.data import Dataset
 
 from ..audio import mel_windows
 from ..errors import InputError
 from . import augment
+from .data import ClipItems
 from .shards import ClipStore
 
 
-class GanData(Dataset):
+class GanData(ClipItems):
     """Items of a generator stage from a :class:`ClipStore`; index with ``(epoch, item)`` pairs."""
 
     def __init__(self, store: ClipStore, cfg, ranges: dict[int, tuple[int, int]] | None = None):
-        self.store, self.cfg = store, cfg
+        super().__init__(cfg)
+        self.store = store
         self.motion_stage = cfg.stage == "appearance-motion"
-        self.per_clip = cfg.data.items_per_clip
-        self.salt = zlib.crc32(cfg.stage.encode())
         gap = cfg.train.min_gap
         self.ranges = {}
         for i, c in enumerate(store.clips):
@@ -50,13 +47,6 @@ class GanData(Dataset):
             raise InputError(
                 f"{store.root}: no clip has two frames {gap} apart (train.min_gap) in the frames used for training."
             )
-
-    def __len__(self) -> int:
-        return len(self.clips) * self.per_clip
-
-    def rng(self, epoch: int, item: int) -> np.random.Generator:
-        epoch = int(epoch) if self.cfg.data.resample_each_epoch else 0
-        return np.random.default_rng((self.cfg.run.seed, self.salt, epoch, int(item)))
 
     def __getitem__(self, key) -> dict:
         epoch, item = key

@@ -290,19 +290,7 @@ def train_gan(
 
 def _train(stage_cls, cfg, data: Path, run_dir: Path, init, max_steps, ctx, stop_after, ranges, hook) -> GanResult:
     tag = f"[train {cfg.stage}]"
-    init = None if init is None else str(Path(init).expanduser().resolve())
-    saved = state.check_run(run_dir, cfg.to_dict(), str(data), GAN_RESUMABLE)
-    if saved is not None:
-        if init is not None and init != saved.get("init"):
-            raise InputError(
-                f"{run_dir} was started from --init {saved.get('init')}; resume it with that, or use a new --out."
-            )
-        init = saved.get("init")
-    elif ctx.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        state.write_config(run_dir, {"config": cfg.to_dict(), "data": str(data.resolve()), "init": init})
-    dist.barrier()
-    resume = state.latest_checkpoint(run_dir) if saved is not None else None
+    init, resume = state.open_run(run_dir, cfg.to_dict(), data, GAN_RESUMABLE, init, ctx.main)
 
     store = ClipStore(data)
     dataset = GanData(store, cfg, ranges)

@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 
 from ..audio import mel_windows
-from ..errors import InputError
 from ..images import to_network
 from . import dist, losses, state
 from .config import RESUMABLE_CHANGES, TrainConfig
@@ -178,19 +177,7 @@ def train(
 
 def _train(cfg: TrainConfig, data: Path, run_dir: Path, init, max_steps, ctx, stop_after) -> TrainResult:
     head = cfg.head
-    init = None if init is None else str(Path(init).expanduser().resolve())
-    saved = state.check_run(run_dir, cfg.to_dict(), str(data), RESUMABLE_CHANGES)
-    if saved is not None:
-        if init is not None and init != saved.get("init"):
-            raise InputError(
-                f"{run_dir} was started from --init {saved.get('init')}; resume it with that, or use a new --out."
-            )
-        init = saved.get("init")
-    elif ctx.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        state.write_config(run_dir, {"config": cfg.to_dict(), "data": str(data.resolve()), "init": init})
-    dist.barrier()
-    resume = state.latest_checkpoint(run_dir) if saved is not None else None
+    init, resume = state.open_run(run_dir, cfg.to_dict(), data, RESUMABLE_CHANGES, init, ctx.main)
 
     store = ClipStore(data)
     dataset = Stage2Data(store, cfg, load_frames=not cfg.run.trunk_cache)

@@ -297,6 +297,28 @@ def check_run(run_dir, cfg_dict: dict, data: str, resumable_changes) -> dict | N
     return saved
 
 
+def open_run(run_dir: Path, cfg_dict: dict, data: Path, resumable_changes, init, main: bool):
+    """Starts or reopens the run folder ``run_dir``: ``(init, resume)``, the starting checkpoint
+    (an existing run keeps the one it was started from; another ``init`` raises
+    :class:`InputError`) and the newest checkpoint to resume from (None for a new run). A new run's
+    configuration is written by the main process; every process then meets at a barrier."""
+    from . import dist
+
+    init = None if init is None else str(Path(init).expanduser().resolve())
+    saved = check_run(run_dir, cfg_dict, str(data), resumable_changes)
+    if saved is not None:
+        if init is not None and init != saved.get("init"):
+            raise InputError(
+                f"{run_dir} was started from --init {saved.get('init')}; resume it with that, or use a new --out."
+            )
+        init = saved.get("init")
+    elif main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, {"config": cfg_dict, "data": str(data.resolve()), "init": init})
+    dist.barrier()
+    return init, (latest_checkpoint(run_dir) if saved is not None else None)
+
+
 def write_config(run_dir, record: dict) -> None:
     from ..media import atomic_write
 
