@@ -99,9 +99,7 @@ def load_gan_networks(source, run_dir: Path, trained: tuple[str, ...], extra: tu
             report.warn(f"{source}: SYNTHETIC weights (tests only)")
         for n in OFFICIAL_FILES:
             where, read = readers[n]
-            sd = read()
-            if sd and all(k.startswith("module.") for k in sd):
-                sd = {k[len("module.") :]: v for k, v in sd.items()}
+            sd = state.without_data_parallel_prefix(read())
             nets[n] = _load_network(n, where, dict(sd), report)
             if n == "motion":
                 _load_lip(lip, _split_lip(sd), where, report)

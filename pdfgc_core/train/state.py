@@ -138,9 +138,7 @@ def load_networks(source, run_dir, seed: int = 0, write_frozen: bool = True) -> 
             report.warn(f"{source}: SYNTHETIC weights (tests only)")
         for net in TRAINED:
             where, read = readers[net]
-            raw[net] = read()
-            if raw[net] and all(k.startswith("module.") for k in raw[net]):  # a DataParallel save
-                raw[net] = {k[len("module.") :]: v for k, v in raw[net].items()}
+            raw[net] = without_data_parallel_prefix(read())
             modules[net] = _load_network(net, where, dict(raw[net]), report)
             if net == "motion":
                 _load_lip(lip, _split_lip(raw[net]), where, report)
@@ -260,6 +258,14 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+
+
+def without_data_parallel_prefix(sd: dict) -> dict:
+    """A state dict saved from a ``DataParallel`` / DDP wrapper (every key ``module.…``) with the
+    prefix removed; any other state dict unchanged."""
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
 
 
 # ------------------------------------------------------------------------------ run folder
