@@ -5,6 +5,7 @@ a node needs them (folders, progress bar, Cancel, model management)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
@@ -405,18 +406,19 @@ def test_driver_encoders_equal_core_and_run_only_their_head(handle, engine, pose
         "forward",
         lambda self, x, heads=("pose", "eye", "expression"): calls.append(tuple(heads)) or original(self, x, heads),
     )
+    # (on CPU the engine may split a batch over its streams: several calls, each with the same heads)
     ref = engine.encode_drivers(images.prepare_batch(images.comfy_to_u8(pose_frames[2:]), "official"))
-    assert calls == [("pose", "eye", "expression")]
+    assert calls and set(calls) == {("pose", "eye", "expression")}
     calls.clear()
     (pose,) = encode.PDFGC_EncodePose().encode(handle, pose_frames, "official", 2, 25.0)["result"]
     (eye,) = encode.PDFGC_EncodeEyes().encode(handle, pose_frames, "official", 2, 25.0)["result"]
     (expr,) = encode.PDFGC_EncodeExpression().encode(handle, pose_frames, "official", 2, 30.0)["result"]
-    assert calls == [("pose",), ("eye",), ("expression",)]
+    assert [heads for heads, _ in itertools.groupby(calls)] == [("pose",), ("eye",), ("expression",)]
     assert same(pose, ref["pose"]) and same(eye, ref["eye"]) and len(pose) == 4
     assert torch.equal(expr.values, ref["expression"].values) and expr.fps == 30.0
     calls.clear()
     both = encode.PDFGC_EncodeMotion().encode(handle, pose_frames, "official", 2, 25.0)["result"]
-    assert calls == [("pose", "eye", "expression")]
+    assert calls and set(calls) == {("pose", "eye", "expression")}
     assert all(same(f, ref[k]) for f, k in zip(both, ("pose", "eye", "expression")))
     assert comfy.bars[-1].value == comfy.bars[-1].total == 4
 
