@@ -264,7 +264,16 @@ def test_killed_run_restarts_and_completes(job_dir, tmp_path, synthetic_checkpoi
     jobs = write_jobs(job_dir / "jobs.jsonl", render_jobs(3, broken=False))
     cmd = [sys.executable, "-m", "pdfgc_core", "batch", str(jobs), "--out", str(out)]
     cmd += ["--checkpoint", str(synthetic_checkpoint), "--synthetic", "--no-c2pa", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C as in a terminal, even when pytest itself runs in the background (`pytest &` in a
+        # shell without job control ignores SIGINT, and so would the child's Python)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + scaled(300)
     try:
         while not (results(out) and hidden_files(out)):  # the first clip is done, the second is being written
