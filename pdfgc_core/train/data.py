@@ -184,3 +184,17 @@ class BatchPlan(Sampler):
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
+
+
+def step_loader(
+    dataset, plan: BatchPlan, start: int, total: int, num_workers: int, device
+) -> torch.utils.data.DataLoader:
+    """This process's batches of steps ``start``..``total`` of ``plan`` from ``dataset``, collated,
+    with ``num_workers`` loader processes (pinned memory on CUDA)."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=plan.span(start, total),
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=torch.device(device).type == "cuda",
+    )

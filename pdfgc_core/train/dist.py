@@ -131,3 +131,11 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def autocast(device, dtype):
+    """A context that runs its body in ``dtype`` autocast on ``device`` (``dtype`` None: full
+    precision, no autocast)."""
+    import contextlib
+
+    return contextlib.nullcontext() if dtype is None else torch.autocast(torch.device(device).type, dtype=dtype)

@@ -21,7 +21,6 @@ checkpoint folder (``load_models``, the CLI and the ComfyUI Load Model node read
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -40,7 +39,7 @@ from ..errors import InputError
 from ..networks import build_network
 from . import dist, gan, priors, state
 from .config import GAN_RESUMABLE, GanConfig
-from .data import BatchPlan, collate
+from .data import BatchPlan, step_loader
 from .gan_data import GanData
 from .heads import LipHead
 from .monitor import Monitor
@@ -342,16 +341,10 @@ def _train(stage_cls, cfg, data: Path, run_dir: Path, init, max_steps, ctx, stop
     dtype = PRECISIONS[cfg.run.precision]
 
     def autocast():
-        return contextlib.nullcontext() if dtype is None else torch.autocast(ctx.device.type, dtype=dtype)
+        return dist.autocast(ctx.device, dtype)
 
     monitor = Monitor(run_dir, cfg.stage, total, start, cfg.run.log_every, cfg.run.tensorboard, ctx.main)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=plan.span(start, total),
-        num_workers=cfg.data.num_workers,
-        collate_fn=collate,
-        pin_memory=ctx.device.type == "cuda",
-    )
+    loader = step_loader(dataset, plan, start, total, cfg.data.num_workers, ctx.device)
     info = {"stage": cfg.stage, "init": init, "data": str(data.resolve()), "report": nets.report.info}
     if ctx.main:
         print(

@@ -16,7 +16,6 @@ weights, optimiser and scheduler state, RNG states, and the data of the followin
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..audio import mel_windows
 from ..images import to_network
 from . import dist, losses, state
 from .config import RESUMABLE_CHANGES, TrainConfig
-from .data import BatchPlan, Stage2Data, collate
+from .data import BatchPlan, Stage2Data, step_loader
 from .heads import FeatureCache, LipStage, MotionHeadStage
 from .monitor import Monitor
 from .shards import ClipStore
@@ -214,19 +213,11 @@ def _train(cfg: TrainConfig, data: Path, run_dir: Path, init, max_steps, ctx, st
             print(f"[train {cfg.stage}] resuming {run_dir} from {resume.name}", file=sys.stderr, flush=True)
 
     def autocast():
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(ctx.device.type, dtype=dtype)
+        return dist.autocast(ctx.device, dtype)
 
     step_fn = Step(cfg, nets, model, store, ctx.device, autocast)
     monitor = Monitor(run_dir, cfg.stage, total, start, cfg.run.log_every, cfg.run.tensorboard, ctx.main)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=plan.span(start, total),
-        num_workers=cfg.data.num_workers,
-        collate_fn=collate,
-        pin_memory=ctx.device.type == "cuda",
-    )
+    loader = step_loader(dataset, plan, start, total, cfg.data.num_workers, ctx.device)
     info = {"stage": cfg.stage, "init": init, "data": str(data.resolve()), "report": nets.report.info}
     if ctx.main:
         print(
