@@ -4,12 +4,14 @@ the clip.
 
     python benchmarks/bench_dub.py                          # 1920x1080, 25 fps: 10 s and 60 s
     python benchmarks/bench_dub.py --seconds 10 600         # the 10-minute 1080p case (long on CPU)
+    python benchmarks/bench_dub.py --seconds 10 600 --gen-frames 1500   # ... and its first minute generated
     python benchmarks/bench_dub.py --full                   # generate every frame, not only the first ones
     python benchmarks/bench_dub.py --device cuda --full --seconds 10 600
 
 Input: a video made here (tests/dub_media.py): a slowly moving background, the bundled portrait as
 the main face drifting slowly, a smaller second face, and a stretch without any face; the speech
-is samples/speech.mp3 looped to the video's length. Weights: the cached synthetic checkpoint
+is samples/speech.mp3 looped to the video's length. Videos longer than --loop seconds (60) repeat a
+clip of that length without re-encoding (each join a cut), so that making them costs nothing. Weights: the cached synthetic checkpoint
 (memory does not depend on the values) unless --checkpoint is given.
 
 What runs: the dub command itself. Its first two passes (tracking the face through every frame,
@@ -37,11 +39,27 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 from bench_pipeline import CHILD_MARK, load_avg, looped_speech, record_child_run  # noqa: E402
 
 
-def make_video(path: Path, seconds: float, fps: float, width: int, height: int) -> int:
-    """The benchmark's source video (see the module docstring), streamed to ``path``; frame count."""
+def make_video(path: Path, seconds: float, fps: float, width: int, height: int, loop: float = 0.0) -> int:
+    """The benchmark's source video (see the module docstring), streamed to ``path``; frame count.
+
+    ``loop`` > 0 and ``seconds`` longer than it: a clip of ``loop`` seconds is made (or reused) and
+    repeated by ffmpeg without re-encoding up to ``seconds``, so a 10-minute 1080p source costs
+    seconds instead of an hour; each join is a cut (the face jumps back), as in edited footage.
+    """
     from dub_media import iter_face_clip, write_video
 
     n = int(round(seconds * fps))
+    if 0 < loop < seconds:
+        base = path.with_name(f"video_{loop:g}s.mp4")
+        if not base.exists():
+            make_video(base, loop, fps, width, height)
+        from pdfgc_core.media.ffmpeg import ffmpeg_exe
+
+        part = path.with_name(path.name + ".part.mp4")
+        cmd = [ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(base), "-frames:v", str(n)]
+        subprocess.run(cmd + ["-c", "copy", "-an", str(part)], check=True)
+        part.replace(path)
+        return n
     main = height * 7 // 12  # the main face: 630 px at 1080p
     frames = (
         f
@@ -77,6 +95,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--checkpoint", help="weights (default: the cached synthetic checkpoint)")
     ap.add_argument("--workdir", help="keep the videos here (default: a temporary folder)")
+    ap.add_argument(
+        "--loop",
+        type=float,
+        default=60.0,
+        help="videos longer than this many seconds repeat a clip of this length, copied without "
+        "re-encoding (default 60; 0: make every frame)",
+    )
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     checkpoint = args.checkpoint
@@ -104,7 +129,7 @@ def main() -> None:
             video = tmp / f"video_{seconds:g}s.mp4"
             t0 = time.perf_counter()
             if not video.exists():
-                make_video(video, seconds, args.fps, width, height)
+                make_video(video, seconds, args.fps, width, height, args.loop)
             make_s = time.perf_counter() - t0
             audio = looped_speech(seconds, tmp)
             cmd = [
