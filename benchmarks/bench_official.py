@@ -3,12 +3,16 @@ fresh process, on the same synthetic weights and inputs, and the per-stage times
 
     python benchmarks/bench_official.py                 # 50 frames, 2 threads, 2 rounds (official, ours, ...)
     python benchmarks/bench_official.py --frames 16 --rounds 1     # a short look
-    python benchmarks/bench_official.py --skip-official            # ours only (no ../shared needed)
+    python benchmarks/bench_official.py --skip-official            # ours only
 
 The official side is `../shared/bench/official-cpu/run_official.py` (the official inference code,
 patched only to run on CPU, in its own venv: see that folder's README). This script only starts it
 and reads its `RESULT` line and `frames.npy`; no official code is imported or copied here. Without
-`../shared` (or its venv) the official side is skipped with a message, and ours still runs.
+`../shared` (or its venv) the official side is skipped with a message, and ours still runs: on the
+official sample inputs when they are there, else on the bundled ones (`samples/`: the first 4 s of
+the same speech, the first frames of the same drivers; at most 97 frames) with the cached synthetic
+checkpoint of the tests, and without the frame comparisons (they need the official side or the
+parity fixture).
 
 Inputs (both sides): the official sample case 1 (`--all`): appearance `apps/anne.png`, speech
 `audios/audio_longer.mp3` normalised over the whole file and cut to the samples of `--frames`
@@ -68,6 +72,16 @@ CASE = {
     "expression": "motions/exp/vox2_id01228_00309",
     "eye": "motions/eye/id01333_00040/images",
 }
+# the same case from the bundled samples (samples/README.md), relative to BUNDLED
+BUNDLED = REPO / "samples"
+BUNDLED_CASE = {
+    "appearance": "anne.png",
+    "audio": "speech.mp3",
+    "pose": "drivers/pose",
+    "expression": "drivers/expression",
+    "eye": "drivers/eye",
+}
+BUNDLED_MAX_FRAMES = 97  # the bundled speech is 4 s: samples_for(97) / 16000 = 3.98 s
 SAVED_FRAMES = 12
 TOL = 1e-4
 # (label, per frame?, key in the official result, key in ours)
@@ -173,12 +187,13 @@ def run_ours(a) -> dict:
     pipeline.mouth_windows = timed("audio_frontend", pipeline.mouth_windows)
 
     data = Path(a.data)
+    case = BUNDLED_CASE if a.bundled else CASE
     settings = pipeline.RenderSettings(max_seconds=a.samples / 16000.0)
-    drivers = {h: pipeline.Driver(data / CASE[h]) for h in ("pose", "expression", "eye")}
+    drivers = {h: pipeline.Driver(data / case[h]) for h in ("pose", "expression", "eye")}
 
     load_before = loadavg()
     c0, t0 = time.process_time(), time.perf_counter()
-    plan = pipeline.plan(engine, data / CASE["appearance"], data / CASE["audio"], drivers, settings)
+    plan = pipeline.plan(engine, data / case["appearance"], data / case["audio"], drivers, settings)
     t_plan = time.perf_counter() - t0
     nets_in_plan = wall["appearance"] + wall["motion"] + wall["audio"]
     frames = [u8 for u8 in pipeline.frames_u8(engine, plan, watermark=not a.no_watermark)]
@@ -250,10 +265,17 @@ def official_available(a) -> str | None:
 def ensure_weights(a) -> Path:
     if a.weights:
         w = Path(a.weights)
+        if w.is_file():  # a .safetensors / checkpoints.tar: only our side can read it
+            return w
     else:
         w = BENCH_CACHE / "weights-seed1"
         if not all((w / f).is_file() for f in WEIGHT_FILES):
             if not FILL_WEIGHTS.is_file():
+                if a.bundled:  # no shared folder at all: ours alone, on the tests' synthetic checkpoint
+                    sys.path[:0] = [str(REPO), str(REPO / "tests")]
+                    from pdfgc_synthetic import synthetic_checkpoint
+
+                    return synthetic_checkpoint()
                 sys.exit(f"bench_official: no weights at {w} and no {FILL_WEIGHTS} to make them; pass --weights DIR")
             print(f"making the synthetic seed-1 weights in {w} (once, ~585 MB, ~15 s) ...", flush=True)
             w.mkdir(parents=True, exist_ok=True)
@@ -349,9 +371,10 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", default=str(DATA), help=argparse.SUPPRESS)
+    ap.add_argument("--bundled", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--samples", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.frames < 17 and not a.worker:
+    if a.frames < 17 and not a.worker and DATA.is_dir():
         print("note: fewer than 17 frames do not reach frames 0..11 of the fixture; comparing what there is")
     if a.frames < 1 or a.rounds < 1 or a.threads < 1:
         sys.exit("bench_official: --frames, --rounds and --threads must be >= 1")
@@ -360,13 +383,22 @@ def main(argv=None) -> int:
         run_ours(a)
         return 0
 
-    if not DATA.is_dir():
-        sys.exit(
-            f"bench_official: the official sample inputs ({DATA}) are missing: both sides need them. "
-            "Set PDFGC_SHARED_DIR to the shared folder."
-        )
+    data = DATA
     skip = official_available(a)
+    if not DATA.is_dir():
+        data, a.bundled = BUNDLED, True
+        print(
+            f"note: the official sample inputs ({DATA}) are missing, so the official side cannot run; ours runs on "
+            f"the bundled samples ({BUNDLED}). Set PDFGC_SHARED_DIR to the shared folder to compare."
+        )
+        skip = skip or f"skipped: no official sample inputs at {DATA}"
+        if a.frames > BUNDLED_MAX_FRAMES:
+            print(f"note: the bundled speech lasts 4 s: {BUNDLED_MAX_FRAMES} frames instead of {a.frames}")
+            a.frames = BUNDLED_MAX_FRAMES
+            a.samples = samples_for(a.frames)
     weights = ensure_weights(a)
+    if Path(weights).is_file() and not skip:
+        skip = f"skipped: {weights} is a single checkpoint file; the official code reads the four .pth files"
     out_root = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="bench-official-"))
     out_root.mkdir(parents=True, exist_ok=True)
     t_begin, load_begin = time.perf_counter(), loadavg()
@@ -397,8 +429,9 @@ def main(argv=None) -> int:
             else:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--weights", str(weights)]
                 cmd += ["--out", str(d), "--threads", str(a.threads), "--samples", str(a.samples)]
-                cmd += ["--frames", str(a.frames), "--data", str(DATA), "--streams", str(a.streams)]
+                cmd += ["--frames", str(a.frames), "--data", str(data), "--streams", str(a.streams)]
                 cmd += ["--no-watermark"] if a.no_watermark else []
+                cmd += ["--bundled"] if a.bundled else []
             res = run_child(cmd, f"run {r} {side}")
             if res is None:
                 continue
@@ -435,8 +468,11 @@ def main(argv=None) -> int:
     ratio = f"{(sum(mo) / len(mo)) / (sum(mu) / len(mu)):.2f}x less" if mo else "-"
     print(f"  {'peak memory, VmHWM (MiB)':42s} {fmt_stats(mo, 0):21s} {fmt_stats(mu, 0):21s} {ratio}")
     print()
-    for line in frames_report(out_dirs["ours"], out_dirs["official"], watermark=not a.no_watermark):
-        print(line)
+    if a.bundled:
+        print("  frames not compared: the bundled inputs and weights have no official reference")
+    else:
+        for line in frames_report(out_dirs["ours"], out_dirs["official"], watermark=not a.no_watermark):
+            print(line)
     load_end = loadavg()
     runs = off + ours
     during = [x["load_before_inference"][0] for x in runs] + [x["load_after_inference"][0] for x in runs]
