@@ -85,10 +85,12 @@ class AudioWarning(UserWarning):
 # ----------------------------------------------------------------------------------- decoding
 
 
-def load_audio(path) -> tuple[np.ndarray, int]:
+def load_audio(path, mono: bool = False) -> tuple[np.ndarray, int]:
     """Decode an audio file (or the audio track of a video) at its native sample rate.
 
     Returns ``(waveform, sample_rate)``: waveform float32 [C, N], values in [-1, 1].
+    ``mono=True``: [1, N], the channel mean of :func:`to_mono` (the same float32 values), read in
+    blocks so that a long multi-channel file never sits in memory with all its channels.
     wav/flac/ogg/mp3/... go through soundfile (libsndfile decodes MP3 to float32: what the
     official numbers used); anything soundfile refuses (mp4, m4a, aac, webm, ...) through the
     ffmpeg binary bundled with imageio-ffmpeg. Raises :class:`MediaError` for a missing,
@@ -99,7 +101,7 @@ def load_audio(path) -> tuple[np.ndarray, int]:
         what = "is a folder, not a file" if p.is_dir() else "does not exist"
         raise MediaError(f"Audio file {str(path)!r} {what}. Give the path of an existing audio or video file.")
     try:
-        wave, sr = _load_soundfile(p)
+        wave, sr = _load_soundfile(p, mono)
         sf_error = None
     except Exception as exc:  # soundfile reports unknown formats with several exception types
         wave, sr, sf_error = None, 0, exc
@@ -114,16 +116,26 @@ def load_audio(path) -> tuple[np.ndarray, int]:
             ) from exc
     if wave.shape[-1] == 0 or wave.shape[0] == 0:
         raise MediaError(f"Audio file {str(p)!r} decodes to zero samples. Use a file that contains sound.")
+    if mono and wave.shape[0] > 1:
+        wave = to_mono(wave)[None]
     return wave, sr
 
 
-def _load_soundfile(path: Path) -> tuple[np.ndarray, int]:
+_READ_BLOCK = 1 << 20  # frames per soundfile read when mixing down while reading (~8 MB of stereo)
+
+
+def _load_soundfile(path: Path, mono: bool = False) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     with sf.SoundFile(str(path)) as f:
         sr = int(f.samplerate)
-        data = f.read(dtype="float32", always_2d=True)  # [N, C], like librosa 0.8.1's read
-    return data.T, sr  # [C, N] as a view, the layout librosa averaged over
+        if not mono or f.channels == 1:
+            data = f.read(dtype="float32", always_2d=True)  # [N, C], like librosa 0.8.1's read
+            return data.T, sr  # [C, N] as a view, the layout librosa averaged over
+        # the mean over channels is per sample, so mixing each block equals mixing the whole
+        blocks = [to_mono(b.T) for b in f.blocks(_READ_BLOCK, dtype="float32", always_2d=True)]
+    mixed = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    return mixed[None], sr
 
 
 def _load_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
@@ -184,12 +196,15 @@ def _parse_float_wav(buf: bytes) -> tuple[np.ndarray, int]:
 
 
 def to_mono(wave) -> np.ndarray:
-    """[C, N] or [N] float -> [N] float32, the channel mean computed in float32 (librosa's to_mono)."""
+    """[C, N] or [N] float -> [N] float32, the channel mean computed in float32 (librosa's to_mono);
+    one float32 channel comes back as a view of it (its mean is itself), so do not write into it."""
     wave = np.asarray(wave)
     if wave.ndim == 1:
         return wave.astype(np.float32, copy=False)
     if wave.ndim != 2:
         raise InputError(f"audio waveform: expected [channels, samples] or [samples], got shape {tuple(wave.shape)}.")
+    if wave.shape[0] == 1:  # the mean of one channel is that channel, exactly: no copy
+        return wave[0].astype(np.float32, copy=False)
     return np.mean(wave.astype(np.float32, copy=False), axis=0)
 
 
@@ -417,10 +432,10 @@ _PAD = FFT_SIZE - HOP_LENGTH  # 1120 zeros before the signal (and after its 160-
 
 
 def _mel_block(x: torch.Tensor, m0: int, m1: int) -> torch.Tensor:
-    """Mel frames [m0, m1) of float64 signal ``x`` -> [m1 - m0, 80] float32; frame m covers
-    x[160 m - 1120 : 160 m + 160], zeros outside the signal."""
+    """Mel frames [m0, m1) of signal ``x`` (computed in float64) -> [m1 - m0, 80] float32; frame m
+    covers x[160 m - 1120 : 160 m + 160], zeros outside the signal."""
     lo, hi = HOP_LENGTH * m0 - _PAD, HOP_LENGTH * (m1 - 1) + HOP_LENGTH
-    seg = x[max(lo, 0) : max(min(hi, x.shape[0]), 0)]
+    seg = x[max(lo, 0) : max(min(hi, x.shape[0]), 0)].double()
     left = min(max(-lo, 0), hi - lo)
     seg = torch.nn.functional.pad(seg, (left, hi - lo - left - seg.shape[0]))
     frames = seg.unfold(0, FFT_SIZE, HOP_LENGTH) * lws_window()
@@ -437,10 +452,13 @@ def mel_spectrogram(wave16k, block_frames: int = 2048) -> torch.Tensor:
     (time, mel) order. The lws STFT is computed in float64 in blocks of ``block_frames`` frames,
     so memory stays proportional to the audio; the result does not depend on the block size.
     """
+    # kept in its float32 / float64 precision; each block is widened to float64 (exactly)
     if torch.is_tensor(wave16k):
-        x = wave16k.detach().cpu().double()
+        x = wave16k.detach().cpu()
     else:
-        x = torch.from_numpy(np.array(wave16k, dtype=np.float64))
+        x = torch.from_numpy(np.asarray(wave16k))
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.double()
     if x.ndim != 1:
         raise InputError(f"audio waveform for the mel spectrogram: expected [samples], got shape {tuple(x.shape)}.")
     if x.numel() == 0:

@@ -43,6 +43,7 @@ from .faces.headpose import estimate_head_pose
 from .faces.landmarks import LEFT_EYE, RIGHT_EYE, Face, get_detector, template_points
 from .faces.paste import REGIONS, region_mask, warp_into_frame
 from .factors import Factor, PostProcess, assemble_motion, fit_indices
+from .memory import release_free_memory
 
 log = logging.getLogger("pdfgc")
 
@@ -510,7 +511,7 @@ def mouth_for_video(
     """Lip factor ``[num_frames,500]`` from speech (path or ``(waveform, sample_rate)``) at the video's
     frame rate; output frames past the speech get the lips of silence. Also returns the speech's
     length in seconds."""
-    wave, sr = audio_io.load_audio(audio) if isinstance(audio, (str, Path)) else audio
+    wave, sr = audio_io.load_audio(audio, mono=True) if isinstance(audio, (str, Path)) else audio
     windows = audio_io.audio_to_windows(wave, sr, fps=float(fps), quality=settings.audio_quality)
     seconds = np.asarray(wave).shape[-1] / float(sr)
     n = min(num_frames, windows.shape[0])
@@ -533,6 +534,7 @@ def plan_dub(
     and decide which source frame each output frame shows. ``progress(stage, done, total)``."""
     settings = settings or DubSettings()
     track = track_face(source, settings, (lambda d, n: progress("track", d, n)) if progress else None)
+    release_free_memory()  # each pass starts from what is kept, not from the last pass's freed buffers
     n_src = track.num_frames
     if track.detected.sum() < track.num_frames:
         log.info(
@@ -545,7 +547,7 @@ def plan_dub(
     ref_crop = warp_crops(source.frame(ref)[None], track.matrices()[ref][None])
     appearance = engine.encode_appearance(images.to_network(images.official_crop(ref_crop[0])[None]))
 
-    wave, sr = audio_io.load_audio(audio) if isinstance(audio, (str, Path)) else audio
+    wave, sr = audio_io.load_audio(audio, mono=True) if isinstance(audio, (str, Path)) else audio
     audio_seconds = np.asarray(wave).shape[-1] / float(sr)
     if settings.length == "audio":
         n_out = max(1, audio_io.num_output_frames(round(audio_seconds * audio_io.SAMPLE_RATE), float(source.fps)))
@@ -554,6 +556,8 @@ def plan_dub(
         n_out = n_src
         source_index = np.arange(n_src)
     mouth, _ = mouth_for_video(engine, (wave, sr), n_out, source.fps, settings)
+    del wave  # only the lip factor is needed from here on (pass 3 muxes the sound from `audio`)
+    release_free_memory()
     if settings.mouth_strength != 1.0:
         mouth = Factor("mouth", mouth.values * float(settings.mouth_strength), fps=mouth.fps)
 
@@ -571,6 +575,7 @@ def plan_dub(
         fps=float(source.fps),
         progress=on_batch,
     )
+    release_free_memory()
     per_src = {k: _hold_fill(f.values, track.detected, n_src) for k, f in raw.items()}
     idx = torch.from_numpy(source_index)
     factors = {k: Factor(k, v[idx], fps=float(source.fps)) for k, v in per_src.items()}
@@ -646,6 +651,8 @@ def dub_frames(
         if progress:
             progress("render", done, plan.num_frames)
         yield out
+        del out, block
+        release_free_memory()  # one chunk's 1080p buffers, freed in several threads' heaps
 
 
 def write_dub(

@@ -78,6 +78,13 @@ def test_mel_spectrogram_accepts_torch(parity_inputs):
     assert torch.equal(mel, torch.from_numpy(parity_inputs["mel_full"]))
 
 
+def test_mel_spectrogram_same_from_float32_and_float64(parity_inputs):
+    """The signal is kept as given and widened per block: float32 and float64 inputs agree exactly."""
+    w = parity_inputs["wav_normalized"]
+    assert w.dtype == np.float32
+    assert torch.equal(A.mel_spectrogram(w, block_frames=50), A.mel_spectrogram(w.astype(np.float64)))
+
+
 def test_mel_windows_exact(parity_inputs):
     mel = torch.from_numpy(parity_inputs["mel_full"])
     win = A.mel_windows(mel)
@@ -336,6 +343,23 @@ def test_load_wav_roundtrip(tmp_path):
     wave, sr = A.load_audio(write_wav(tmp_path / "a.wav", w, 22050))
     assert sr == 22050 and wave.dtype == np.float32 and wave.shape == w.shape
     np.testing.assert_array_equal(wave, w)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_load_mono_equals_mixing_the_whole(tmp_path, monkeypatch, channels):
+    """``mono=True`` mixes block by block while reading: the same float32 samples as to_mono of the
+    whole file, for blocks that do not divide the length; the mp4 (ffmpeg) path mixes too."""
+    rng = np.random.default_rng(channels)
+    w = (rng.standard_normal((channels, 10007)) * 0.2).astype(np.float32)
+    path = write_wav(tmp_path / "a.wav", w, 16000, subtype="FLOAT")
+    monkeypatch.setattr(A, "_READ_BLOCK", 1000)
+    mono, sr = A.load_audio(path, mono=True)
+    whole, _ = A.load_audio(path)
+    assert sr == 16000 and mono.dtype == np.float32 and mono.shape == (1, 10007)
+    np.testing.assert_array_equal(mono[0], A.to_mono(whole))
+    mov = tmp_path / "a.mov"
+    ffmpeg("-i", path, "-c:a", "pcm_f32le", mov)
+    np.testing.assert_array_equal(A.load_audio(mov, mono=True)[0], mono)
 
 
 def ffmpeg(*args):
