@@ -491,6 +491,7 @@ def _crops(source: FrameSource, track: Track, indices: np.ndarray, chunk: int) -
                     np.stack([images.official_crop(c) for c in warp_crops(np.stack(buf), np.stack(mbuf))])
                 )
                 buf, mbuf = [], []
+                release_free_memory()  # the chunk's full-size frames, freed
     if buf:
         yield images.to_network(np.stack([images.official_crop(c) for c in warp_crops(np.stack(buf), np.stack(mbuf))]))
 
