@@ -456,7 +456,7 @@ def mel_spectrogram(wave16k, block_frames: int = 2048) -> torch.Tensor:
     if torch.is_tensor(wave16k):
         x = wave16k.detach().cpu()
     else:
-        x = torch.from_numpy(np.asarray(wave16k))
+        x = torch.from_numpy(np.ascontiguousarray(wave16k))
     if x.dtype not in (torch.float32, torch.float64):
         x = x.double()
     if x.ndim != 1:
