@@ -482,18 +482,20 @@ def _crops(source: FrameSource, track: Track, indices: np.ndarray, chunk: int) -
     mats = track.matrices()
     want = set(int(i) for i in indices)
     buf, mbuf = [], []
+
+    def batch() -> torch.Tensor:
+        return images.to_network(np.stack([images.official_crop(c) for c in warp_crops(np.stack(buf), np.stack(mbuf))]))
+
     for t, frame in enumerate(source.frames(0, int(indices[-1]) + 1)):
         if t in want:
             buf.append(frame)
             mbuf.append(mats[t])
             if len(buf) == chunk:
-                yield images.to_network(
-                    np.stack([images.official_crop(c) for c in warp_crops(np.stack(buf), np.stack(mbuf))])
-                )
+                yield batch()
                 buf, mbuf = [], []
                 release_free_memory()  # the chunk's full-size frames, freed
     if buf:
-        yield images.to_network(np.stack([images.official_crop(c) for c in warp_crops(np.stack(buf), np.stack(mbuf))]))
+        yield batch()
 
 
 def _hold_fill(values: torch.Tensor, have: np.ndarray, n: int) -> torch.Tensor:
