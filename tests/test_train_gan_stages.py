@@ -202,7 +202,7 @@ def test_stage_runs_resumes_exactly_and_loads(dataset, init, tmp_path, stage):
         assert rows[0]["loss_decorrelation"] == rows[1]["loss_decorrelation"] == 0
         assert 0 < rows[2]["loss_decorrelation"] < 500
     resumed_losses = [r["loss_g"] for r in monitor.read_metrics(resumed.run_dir)]
-    assert resumed_losses == pytest.approx([r["loss_g"] for r in rows], rel=1e-5, abs=5e-5)
+    assert resumed_losses == pytest.approx([r["loss_g"] for r in rows], rel=0, abs=1e-4)
     assert (whole.run_dir / "samples" / f"{state.step_name(steps)}.jpg").is_file()
 
     models = load_models(whole.checkpoint)  # the inference loader takes the step folder as it is
