@@ -121,6 +121,12 @@ def load_audio(path, mono: bool = False) -> tuple[np.ndarray, int]:
     return wave, sr
 
 
+def read_speech(speech) -> tuple[np.ndarray, int]:
+    """Speech given as a file path (read mono with :func:`load_audio`) or as ``(waveform, sample_rate)``
+    (returned as it is) -> ``(waveform, sample_rate)``; waveform float [C, N] or [N]."""
+    return load_audio(speech, mono=True) if isinstance(speech, (str, Path)) else speech
+
+
 _READ_BLOCK = 1 << 20  # frames per soundfile read when mixing down while reading (~8 MB of stereo)
 
 

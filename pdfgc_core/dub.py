@@ -514,7 +514,7 @@ def mouth_for_video(
     """Lip factor ``[num_frames,500]`` from speech (path or ``(waveform, sample_rate)``) at the video's
     frame rate; output frames past the speech get the lips of silence. Also returns the speech's
     length in seconds."""
-    wave, sr = audio_io.load_audio(audio, mono=True) if isinstance(audio, (str, Path)) else audio
+    wave, sr = audio_io.read_speech(audio)
     windows = audio_io.audio_to_windows(wave, sr, fps=float(fps), quality=settings.audio_quality)
     seconds = np.asarray(wave).shape[-1] / float(sr)
     n = min(num_frames, windows.shape[0])
@@ -550,7 +550,7 @@ def plan_dub(
     ref_crop = warp_crops(source.frame(ref)[None], track.matrices()[ref][None])
     appearance = engine.encode_appearance(images.to_network(images.official_crop(ref_crop[0])[None]))
 
-    wave, sr = audio_io.load_audio(audio, mono=True) if isinstance(audio, (str, Path)) else audio
+    wave, sr = audio_io.read_speech(audio)
     audio_seconds = np.asarray(wave).shape[-1] / float(sr)
     if settings.length == "audio":
         n_out = max(1, audio_io.num_output_frames(round(audio_seconds * audio_io.SAMPLE_RATE), float(source.fps)))

@@ -172,7 +172,7 @@ def load_appearance_image(source, crop: str = "official", align: str = "none") -
 
 def mouth_windows(audio, settings: RenderSettings) -> torch.Tensor:
     """Speech (path or (waveform [C,N] float, sample_rate)) -> mel windows [T,1,80,20]."""
-    wave, sr = audio_io.load_audio(audio, mono=True) if isinstance(audio, (str, Path)) else audio
+    wave, sr = audio_io.read_speech(audio)
     return audio_io.audio_to_windows(
         wave, sr, fps=settings.fps, quality=settings.audio_quality, max_seconds=settings.max_seconds
     )
